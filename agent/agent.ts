@@ -1,0 +1,374 @@
+// The agent's request handlers: one host's side of every migration step, each idempotent.
+
+import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Counter, Histogram, Registry } from 'prom-client';
+import client from 'prom-client';
+import {
+  AgentApi, FerryError, Progress, type Capabilities, type ManifestEntry, type ParamsOf, type ResultOf, type PeerRole,
+} from '../src/protocol/index.js';
+import type { CallContext, HandlerEntry } from '../src/rpc/connection.js';
+import { dial } from '../src/rpc/handshake.js';
+import type { Logger } from '../src/log/logger.js';
+import type { AgentConfig } from './config.js';
+import { DockerRuntime } from './runtime/docker-runtime.js';
+import { RuncCheckpointer } from './runtime/runc-checkpointer.js';
+import { LocalStates, type SourceState, type TargetState } from './local-state.js';
+import { EntryReceiver, sendEntries } from './transfer.js';
+
+type A = typeof AgentApi;
+type P<K extends keyof A> = ParamsOf<A[K]>;
+type R<K extends keyof A> = Promise<ResultOf<A[K]>>;
+
+/** Label on everything an agent creates, so a reaper can find leftovers of a crashed migration. */
+export const MIGRATION_LABEL = 'dev.ferry.migration-id';
+const CHECKPOINT_NAME = 'ferry';
+
+const since = (t0: number): number => Math.round((performance.now() - t0) * 10) / 10;
+
+export class Agent {
+  readonly states: LocalStates;
+  private readonly checkpointer: RuncCheckpointer;
+  private readonly metrics: { bytes: Counter; dump: Histogram; restore: Histogram };
+  private dataRootCache: string | null = null;
+
+  constructor(
+    readonly cfg: AgentConfig,
+    readonly docker: DockerRuntime,
+    readonly caps: Capabilities,
+    private readonly log: Logger,
+    registry: Registry,
+  ) {
+    this.states = new LocalStates(cfg.dataDir);
+    this.checkpointer = new RuncCheckpointer({ runc: cfg.runc, criu: cfg.criu, criuConfigFile: cfg.criuConfigFile });
+    this.metrics = {
+      bytes: new client.Counter({ name: 'ferry_agent_transfer_bytes_total', help: 'Checkpoint bytes sent or received', labelNames: ['direction'], registers: [registry] }),
+      dump: new client.Histogram({ name: 'ferry_agent_checkpoint_seconds', help: 'CRIU dump duration', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10], registers: [registry] }),
+      restore: new client.Histogram({ name: 'ferry_agent_restore_seconds', help: 'Restore duration (docker start --checkpoint)', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10], registers: [registry] }),
+    };
+  }
+
+  /** The handler table; the roles say who may call what. transfer/* is for the peer agent only. */
+  handlers(): HandlerEntry[] {
+    const ctl: readonly PeerRole[] = ['controller'];
+    const h = <K extends keyof A>(k: K, fn: (p: P<K>, ctx: CallContext) => R<K>, roles: readonly PeerRole[] = ctl): HandlerEntry =>
+      ({ method: AgentApi[k], handler: fn as (p: unknown, ctx: CallContext) => Promise<unknown>, roles });
+    return [
+      h('AgentInfo', async () => ({ host: this.cfg.host, caps: this.caps }), ['controller', 'cli']),
+      h('ListContainers', async (p) => this.docker.list(p.all, this.cfg.host), ['controller', 'cli']),
+      h('InspectForMigration', (p, c) => this.inspectForMigration(p, c)),
+      h('PrepareTarget', (p, c) => this.prepareTarget(p, c)),
+      h('Checkpoint', (p, c) => this.checkpoint(p, c)),
+      h('Pull', (p, c) => this.pull(p, c)),
+      h('Restore', (p, c) => this.restore(p, c)),
+      h('CommitSource', (p) => this.commitSource(p)),
+      h('FinishTarget', (p) => this.finishTarget(p)),
+      h('AbortTarget', (p) => this.abortTarget(p)),
+      h('RollbackSource', (p) => this.rollbackSource(p)),
+      h('TransferPull', (p, c) => this.transferPull(p, c), ['agent']),
+    ];
+  }
+
+  private async dataRoot(): Promise<string> {
+    return (this.dataRootCache ??= await this.docker.dataRoot());
+  }
+
+  private runcRoot(runtime: string): string {
+    // dockerd gives each runtime its own runc state dir under its exec root.
+    return join(this.cfg.execRoot, `runtime-${runtime}`, 'moby');
+  }
+
+  private async inspectForMigration(p: P<'InspectForMigration'>, c: CallContext): R<'InspectForMigration'> {
+    const d = await this.docker.describe(p.ref, c.signal);
+    const reasons = [...d.rejectReasons];
+    if (d.runtime !== this.cfg.runtimeName && d.runtime !== 'runc') reasons.push(`runtime ${d.runtime} is not supported`);
+    if (!d.upperDir) reasons.push('storage driver has no overlay upperdir');
+    return { id: d.id, running: d.running, spec: d.spec, rssBytes: d.rssBytes, rejectReasons: reasons };
+  }
+
+  // ---- destination -------------------------------------------------------------------------------
+
+  private async prepareTarget(p: P<'PrepareTarget'>, c: CallContext): R<'PrepareTarget'> {
+    const prior = await this.states.load(p.migrationId);
+    if (prior?.role === 'target') return { containerId: prior.containerId };
+    if (!(await this.docker.hasImage(p.spec.imageId)))
+      throw new FerryError('E_PRECONDITION', `image ${p.spec.imageRef} (${p.spec.imageId.slice(7, 19)}) is not on ${this.cfg.host}`);
+    await this.states.create(p.migrationId);
+    const labels = { [MIGRATION_LABEL]: p.migrationId };
+    const createdVolumes: string[] = [];
+    try {
+      for (const v of p.spec.volumes) {
+        const r = await this.docker.ensureVolume(v.name, labels);
+        if (r.created) createdVolumes.push(v.name);
+        else if ((await readdir(r.mountpoint)).length > 0)
+          throw new FerryError('E_PRECONDITION', `volume ${v.name} already exists on ${this.cfg.host} and is not empty`);
+      }
+      const { id, upperDir } = await this.docker.create(p.spec, labels, c.signal);
+      await this.states.save({
+        role: 'target', migrationId: p.migrationId, containerId: id, upperDir, createdVolumes,
+        volumes: p.spec.volumes.map((v) => v.name), pulled: false, restored: false,
+      });
+      return { containerId: id };
+    } catch (e) {
+      for (const v of createdVolumes) await this.docker.removeVolumeIfUnused(v).catch(() => false);
+      await this.states.remove(p.migrationId);
+      throw e;
+    }
+  }
+
+  private async pull(p: P<'Pull'>, c: CallContext): R<'Pull'> {
+    const st = await this.target(p.migrationId);
+    const t0 = performance.now();
+    const imagesDir = this.states.imagesDir(p.migrationId);
+    // A retried pull starts from scratch: partial files of an earlier attempt are not trusted.
+    await rm(imagesDir, { recursive: true, force: true });
+    await mkdir(imagesDir, { recursive: true, mode: 0o700 });
+    const crashAfter = this.faultArg('crash-during-pull');
+    const total = p.manifest.entries.reduce((n, e) => n + (e.kind === 'image-file' ? e.size : 0), 0);
+    let lastReport = 0;
+    const receiver = new EntryReceiver(p.manifest.entries, {
+      imagesDir,
+      upperDir: st.upperDir,
+      volumeDir: (name) => this.docker.volumeMountpoint(name),
+    }, c.signal, (n) => {
+      this.metrics.bytes.inc({ direction: 'in' }, n);
+      const now = performance.now();
+      if (now - lastReport > 100) {
+        lastReport = now;
+        c.conn.notify(Progress, { migrationId: p.migrationId, phase: 'transfer', state: 'progress', bytes: receiver.bytes, totalBytes: total });
+      }
+      if (crashAfter !== null && receiver.bytes >= crashAfter) {
+        this.log.warn({ fault: 'crash-during-pull' }, 'fault injection: exiting mid-transfer');
+        process.exit(137);
+      }
+    });
+    const { conn } = await dial({ url: p.source.url, name: this.cfg.host, role: 'agent', serverRole: 'agent', secret: this.cfg.secret, log: this.log, signal: c.signal });
+    try {
+      if (conn.peerName !== p.source.host) throw new FerryError('E_UNAUTHENTICATED', `${p.source.url} is ${conn.peerName}, not ${p.source.host}`);
+      const sent = await conn.request(AgentApi.TransferPull, { migrationId: p.migrationId, token: p.token }, { signal: c.signal, onChunk: (ch) => receiver.accept(ch) });
+      receiver.verify(sent.entries);
+    } finally {
+      await receiver.dispose();
+      conn.close();
+    }
+    await this.states.save({ ...st, pulled: true });
+    return { bytes: receiver.bytes, timings: { transfer: since(t0) } };
+  }
+
+  private async restore(p: P<'Restore'>, _c: CallContext): R<'Restore'> {
+    const st = await this.target(p.migrationId);
+    if (!st.pulled) throw new FerryError('E_PRECONDITION', `migration ${p.migrationId} has not been pulled`);
+    const t0 = performance.now();
+    if (st.restored) {
+      const i = await this.docker.inspect(st.containerId);
+      if (i.State.Running) return { containerId: st.containerId, pid: i.State.Pid, timings: {} };
+    }
+    const imagesDir = this.states.imagesDir(p.migrationId);
+    if (this.cfg.faults.includes('restore-fail')) {
+      // A real CRIU failure, not a simulated one: an inventory CRIU cannot parse.
+      await writeFile(join(imagesDir, 'inventory.img'), 'corrupted by fault injection');
+    }
+    await this.placeCheckpoint(st.containerId, imagesDir);
+    try {
+      await this.docker.startFromCheckpoint(st.containerId, CHECKPOINT_NAME);
+    } finally {
+      await this.cleanCheckpointLeftovers(st.containerId);
+    }
+    const i = await this.docker.inspect(st.containerId);
+    if (!i.State.Running) throw new FerryError('E_CRIU_RESTORE', `restored container ${st.containerId.slice(0, 12)} is ${i.State.Status}`);
+    await this.states.save({ ...st, restored: true });
+    this.metrics.restore.observe(since(t0) / 1000);
+    return { containerId: st.containerId, pid: i.State.Pid, timings: { restore: since(t0) } };
+  }
+
+  private async finishTarget(p: P<'FinishTarget'>): R<'FinishTarget'> {
+    await this.states.remove(p.migrationId);
+    return {};
+  }
+
+  private async abortTarget(p: P<'AbortTarget'>): R<'AbortTarget'> {
+    const st = await this.states.load(p.migrationId);
+    if (!st) return { removed: false };
+    if (st.role !== 'target') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a target migration here`);
+    const removed = await this.docker.remove(st.containerId);
+    for (const v of st.createdVolumes) await this.docker.removeVolumeIfUnused(v);
+    await this.states.remove(p.migrationId);
+    return { removed };
+  }
+
+  // ---- source ------------------------------------------------------------------------------------
+
+  private async checkpoint(p: P<'Checkpoint'>, c: CallContext): R<'Checkpoint'> {
+    const prior = await this.states.load(p.migrationId);
+    if (prior?.role === 'source' && prior.dumped && prior.manifest)
+      return { manifest: prior.manifest, imageBytes: await dirBytes(this.states.imagesDir(p.migrationId)), timings: {} };
+    const d = await this.docker.describe(p.containerId, c.signal);
+    if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
+    if (!d.upperDir) throw new FerryError('E_PRECONDITION', 'storage driver has no overlay upperdir');
+    await this.states.create(p.migrationId);
+    const st: SourceState = {
+      role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
+      restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name), upperDir: d.upperDir,
+      dumped: false, manifest: null,
+    };
+    await this.states.save(st);
+    const timings: Record<string, number> = {};
+    // dockerd would restart a container whose processes vanish under it; CRIU's dump looks like a crash.
+    const policyOff = st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no';
+    if (policyOff) await this.docker.setRestartPolicy(d.id, { name: 'no', maximumRetryCount: 0 });
+    const t0 = performance.now();
+    try {
+      await this.checkpointer.dump(this.runcRoot(d.runtime), d.id, this.states.imagesDir(p.migrationId), this.states.workDir(p.migrationId), c.signal);
+    } catch (e) {
+      if (policyOff) await this.docker.setRestartPolicy(d.id, st.restartPolicy).catch(() => undefined);
+      await this.states.remove(p.migrationId).catch(() => undefined);
+      throw e;
+    }
+    timings.dump = since(t0);
+    this.metrics.dump.observe(timings.dump / 1000);
+    const entries: ManifestEntry[] = [];
+    const imagesDir = this.states.imagesDir(p.migrationId);
+    let imageBytes = 0;
+    for (const name of (await readdir(imagesDir)).sort()) {
+      const s = await stat(join(imagesDir, name));
+      if (!s.isFile()) continue;
+      entries.push({ kind: 'image-file', name, size: s.size });
+      imageBytes += s.size;
+    }
+    entries.push({ kind: 'rootfs-diff' });
+    for (const v of st.volumes) entries.push({ kind: 'volume', name: v });
+    const manifest = { entries };
+    await this.states.save({ ...st, dumped: true, manifest });
+    return { manifest, imageBytes, timings };
+  }
+
+  private async transferPull(p: P<'TransferPull'>, c: CallContext): R<'TransferPull'> {
+    const st = await this.states.load(p.migrationId);
+    // Only the peer the controller named, holding the one-time token, gets this migration's state.
+    if (!st || st.role !== 'source' || !st.dumped || !st.manifest) throw new FerryError('E_NOT_FOUND', `no checkpoint ${p.migrationId} to pull`);
+    if (c.conn.peerName !== st.peer || !tokensEqual(p.token, st.token)) throw new FerryError('E_FORBIDDEN', `${c.conn.peerName} may not pull ${p.migrationId}`);
+    const entries = await sendEntries(st.manifest.entries, {
+      imagesDir: this.states.imagesDir(p.migrationId),
+      upperDir: st.upperDir,
+      volumeDir: (name) => this.docker.volumeMountpoint(name),
+    }, async (e, q, d, last) => {
+      await c.sendChunk(e, q, d, last);
+      this.metrics.bytes.inc({ direction: 'out' }, d.length);
+    }, c.signal);
+    return { entries };
+  }
+
+  private async commitSource(p: P<'CommitSource'>): R<'CommitSource'> {
+    const st = await this.states.load(p.migrationId);
+    if (!st) return { removed: false };
+    if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
+    const removed = await this.docker.remove(st.containerId);
+    for (const v of st.volumes) await this.docker.removeVolumeIfUnused(v);
+    await this.states.remove(p.migrationId);
+    return { removed };
+  }
+
+  private async rollbackSource(p: P<'RollbackSource'>): R<'RollbackSource'> {
+    const st = await this.states.load(p.migrationId);
+    if (!st) return { restored: false, running: false };
+    if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
+    let restored = false;
+    if (st.dumped && !(await this.docker.isRunning(st.containerId))) {
+      // The dump stopped the processes; bring them back here from the images we still hold.
+      await this.docker.waitNotRunning(st.containerId, AbortSignal.timeout(10_000));
+      await this.placeCheckpoint(st.containerId, this.states.imagesDir(p.migrationId));
+      try {
+        await this.docker.startFromCheckpoint(st.containerId, CHECKPOINT_NAME);
+      } finally {
+        await this.cleanCheckpointLeftovers(st.containerId);
+      }
+      restored = true;
+    }
+    if (st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no') await this.docker.setRestartPolicy(st.containerId, st.restartPolicy);
+    const running = await this.docker.isRunning(st.containerId);
+    if (!running) throw new FerryError('E_CRIU_RESTORE', `container ${st.containerId.slice(0, 12)} did not come back on ${this.cfg.host}`);
+    await this.states.remove(p.migrationId);
+    return { restored, running };
+  }
+
+  /**
+   * At start, before serving: undo what a crash left half-done where the answer is certain. A target that
+   * never restored cannot have been committed, and a source that never dumped never stopped running.
+   * Anything past those points waits for the controller, which knows whether the commit happened.
+   */
+  async reap(): Promise<string[]> {
+    const done: string[] = [];
+    for (const mid of await this.states.list()) {
+      const st = await this.states.load(mid).catch(() => null);
+      if (!st) { await this.states.remove(mid); continue; }
+      if (st.role === 'target' && !st.restored) {
+        await this.abortTarget({ migrationId: mid });
+        done.push(`${mid}: removed unrestored target ${st.containerId.slice(0, 12)}`);
+      } else if (st.role === 'source' && !st.dumped) {
+        if (st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no') await this.docker.setRestartPolicy(st.containerId, st.restartPolicy).catch(() => undefined);
+        await this.states.remove(mid);
+        done.push(`${mid}: source was never dumped; state dropped`);
+      }
+    }
+    // Containers a crashed prepare created but never recorded: labelled by us and never started.
+    for (const c of await this.docker.docker.listContainers({ all: true, filters: { label: [MIGRATION_LABEL], status: ['created'] } })) {
+      const mid = c.Labels[MIGRATION_LABEL] ?? '';
+      if (!(await this.states.list()).includes(mid)) {
+        await this.docker.remove(c.Id);
+        done.push(`${mid}: removed orphan container ${c.Id.slice(0, 12)}`);
+      }
+    }
+    if (done.length) this.log.warn({ reaped: done }, 'cleaned up after an earlier crash');
+    return done;
+  }
+
+  // ---- helpers -----------------------------------------------------------------------------------
+
+  private async target(mid: string): Promise<TargetState> {
+    const st = await this.states.load(mid);
+    if (!st || st.role !== 'target') throw new FerryError('E_NOT_FOUND', `no target migration ${mid} on ${this.cfg.host}`);
+    return st;
+  }
+
+  /**
+   * Docker only restores from its own checkpoints dir and tars it through containerd's content store.
+   * We put a placeholder there naming our image dir; Ferry's runc wrapper swaps the path in at restore.
+   */
+  private async placeCheckpoint(containerId: string, imagesDir: string): Promise<void> {
+    const dir = join(await this.dataRoot(), 'containers', containerId, 'checkpoints', CHECKPOINT_NAME);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await writeFile(join(dir, 'ferry-images'), `${imagesDir}\n`, { mode: 0o600 });
+  }
+
+  private async cleanCheckpointLeftovers(containerId: string): Promise<void> {
+    const root = await this.dataRoot();
+    await rm(join(root, 'containers', containerId, 'checkpoints', CHECKPOINT_NAME), { recursive: true, force: true });
+    // containerd 1.6 never deletes its extracted checkpoint copies (services/tasks/local.go).
+    const tmp = join(root, 'tmp');
+    for (const n of await readdir(tmp).catch(() => [] as string[])) {
+      if (n.startsWith('ctrd-checkpoint')) await rm(join(tmp, n), { recursive: true, force: true });
+    }
+  }
+
+  private faultArg(name: string): number | null {
+    const f = this.cfg.faults.find((x) => x === name || x.startsWith(`${name}:`));
+    if (!f) return null;
+    return Number(f.split(':')[1] ?? 0);
+  }
+}
+
+export const newToken = (): string => randomBytes(24).toString('hex');
+
+function tokensEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  let n = 0;
+  for (const f of await readdir(dir)) n += (await stat(join(dir, f))).size;
+  return n;
+}

@@ -1,0 +1,178 @@
+// The embedded default: N local hosts (one dockerd each) on this machine, their agents and one controller.
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FerryError } from '../protocol/index.js';
+import { dial } from '../rpc/handshake.js';
+import { run } from '../util/exec.js';
+import { silentLogger } from '../log/logger.js';
+import { ClusterConfig, loadCluster, type HostConfig } from '../cluster.js';
+
+/** The package root, wherever the compiled file sits. */
+export function packageRoot(): string {
+  let d = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(d, 'package.json'))) {
+    const up = dirname(d);
+    if (up === d) throw new FerryError('E_INTERNAL', 'cannot find the Ferry package root');
+    d = up;
+  }
+  return d;
+}
+
+export interface LocalClusterOptions {
+  file: string;
+  hosts: string[];
+  /** Controller port; agents take the following ones. */
+  basePort: number;
+  stateDir: string;
+  logDir?: string;
+}
+
+const alive = (pid: number): boolean => {
+  try { process.kill(pid, 0); return true; } catch { return false; }
+};
+
+export class LocalCluster {
+  readonly root = packageRoot();
+  readonly logDir: string;
+  constructor(readonly o: LocalClusterOptions) {
+    this.logDir = o.logDir ?? '/var/log/ferry';
+  }
+
+  config(): ClusterConfig {
+    if (existsSync(this.o.file)) return loadCluster(this.o.file);
+    const hosts: HostConfig[] = this.o.hosts.map((name, i) => ({
+      name,
+      agentUrl: `ws://127.0.0.1:${this.o.basePort + 1 + i}/`,
+      listen: `127.0.0.1:${this.o.basePort + 1 + i}`,
+      dockerSocket: `/run/ferry/${name}.sock`,
+      execRoot: `/run/ferry/${name}`,
+      // tmpfs: checkpoint images never touch a disk.
+      dataDir: `/dev/shm/ferry/${name}`,
+    }));
+    const cfg: ClusterConfig = {
+      version: 1,
+      secret: randomBytes(32).toString('hex'),
+      controller: { url: `ws://127.0.0.1:${this.o.basePort}/`, listen: `127.0.0.1:${this.o.basePort}` },
+      stateDir: this.o.stateDir,
+      hosts,
+    };
+    mkdirSync(dirname(this.o.file), { recursive: true, mode: 0o700 });
+    writeFileSync(this.o.file, JSON.stringify(cfg, null, 2), { mode: 0o600 });
+    return cfg;
+  }
+
+  /** Starts whatever is not running yet: dockerds, agents, controller. Idempotent. */
+  async up(signal: AbortSignal): Promise<ClusterConfig> {
+    const cfg = this.config();
+    await run('bash', [join(this.root, 'scripts/hosts.sh'), 'up', ...cfg.hosts.map((h) => h.name)], { signal, errorCode: 'E_CONFIG' });
+    mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+    for (const h of cfg.hosts) await this.startAgent(cfg, h.name, {}, signal);
+    await this.startController(cfg, signal);
+    return cfg;
+  }
+
+  /** Stops agents and controller, then the hosts; removes the cluster file. Leaves nothing running. */
+  async down(signal: AbortSignal): Promise<void> {
+    const cfg = existsSync(this.o.file) ? loadCluster(this.o.file) : null;
+    const hosts = cfg ? cfg.hosts.map((h) => h.name) : this.o.hosts;
+    await this.stopProcess('controller', cfg?.stateDir ?? this.o.stateDir);
+    for (const h of hosts) await this.stopProcess(`agent-${h}`, cfg?.stateDir ?? this.o.stateDir);
+    await run('bash', [join(this.root, 'scripts/hosts.sh'), 'down', ...hosts], { signal, errorCode: 'E_INTERNAL' });
+    for (const h of cfg?.hosts ?? []) rmSync(h.dataDir, { recursive: true, force: true });
+    rmSync(cfg?.stateDir ?? this.o.stateDir, { recursive: true, force: true });
+    rmSync(this.o.file, { force: true });
+  }
+
+  async startAgent(cfg: ClusterConfig, name: string, env: Record<string, string>, signal: AbortSignal): Promise<void> {
+    const h = cfg.hosts.find((x) => x.name === name);
+    if (!h) throw new FerryError('E_NOT_FOUND', `unknown host ${name}`);
+    if (this.running(`agent-${name}`, cfg.stateDir)) return;
+    mkdirSync(h.dataDir, { recursive: true, mode: 0o700 });
+    this.spawnDaemon(`agent-${name}`, cfg.stateDir, [join(this.root, 'bin/ferry-agent.js')], {
+      FERRY_AGENT_HOST: h.name,
+      FERRY_AGENT_DOCKER_SOCKET: h.dockerSocket,
+      FERRY_AGENT_EXEC_ROOT: h.execRoot,
+      FERRY_AGENT_LISTEN: h.listen,
+      FERRY_AGENT_DATA_DIR: h.dataDir,
+      FERRY_AGENT_SECRET: cfg.secret,
+      ...env,
+    });
+    await this.waitReachable(h.agentUrl, cfg.secret, signal);
+  }
+
+  async stopAgent(cfg: ClusterConfig, name: string, sig: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    await this.stopProcess(`agent-${name}`, cfg.stateDir, sig);
+  }
+
+  async startController(cfg: ClusterConfig, signal: AbortSignal): Promise<void> {
+    if (this.running('controller', cfg.stateDir)) return;
+    this.spawnDaemon('controller', cfg.stateDir, [join(this.root, 'bin/ferry-controller.js'), this.o.file], {});
+    await this.waitReachable(cfg.controller.url, cfg.secret, signal, async (conn) => {
+      // Ready means: every agent is connected to the controller, so the first command works.
+      const { ListHosts } = await import('../protocol/messages.js');
+      const hosts = await conn.request(ListHosts, {});
+      return hosts.every((x) => x.connected);
+    });
+  }
+
+  pid(name: string, stateDir: string): number | null {
+    try {
+      const pid = Number(readFileSync(join(stateDir, `${name}.pid`), 'utf8'));
+      return pid > 0 && alive(pid) ? pid : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private running(name: string, stateDir: string): boolean {
+    return this.pid(name, stateDir) !== null;
+  }
+
+  private spawnDaemon(name: string, stateDir: string, args: string[], env: Record<string, string>): void {
+    mkdirSync(this.logDir, { recursive: true });
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    const out = openSync(join(this.logDir, `${name}.log`), 'a');
+    const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: { ...process.env, ...env } });
+    closeSync(out);
+    child.unref();
+    writeFileSync(join(stateDir, `${name}.pid`), String(child.pid));
+  }
+
+  private async stopProcess(name: string, stateDir: string, sig: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    const pid = this.pid(name, stateDir);
+    rmSync(join(stateDir, `${name}.pid`), { force: true });
+    if (pid === null) return;
+    process.kill(pid, sig);
+    for (let i = 0; i < 100 && alive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  }
+
+  private async waitReachable(url: string, secret: string, signal: AbortSignal, ready?: (c: import('../rpc/connection.js').Connection) => Promise<boolean>): Promise<void> {
+    const until = AbortSignal.any([signal, AbortSignal.timeout(30_000)]);
+    let last = '';
+    while (!until.aborted) {
+      try {
+        const { conn } = await dial({ url, name: 'ferry-cli', role: 'cli', serverRole: 'controller', secret, log: silentLogger(), signal: until });
+        try {
+          if (!ready || (await ready(conn))) return;
+          last = 'not all agents connected yet';
+        } finally {
+          conn.close();
+        }
+      } catch (e) {
+        last = (e as Error).message;
+      }
+      // Polling a freshly spawned process: there is no event to wait for across processes.
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new FerryError('E_UNAVAILABLE', `${url} did not become ready: ${last}`);
+  }
+}
+
+export const defaultLocalCluster = (file: string): LocalCluster =>
+  new LocalCluster({ file, hosts: ['host-a', 'host-b'], basePort: 7700, stateDir: resolve(dirname(file), 'state') });
+

@@ -1,0 +1,122 @@
+// ferry: the command line. Results on stdout, progress and diagnostics on stderr.
+
+import { Command, InvalidArgumentError } from 'commander';
+import { dirname, resolve } from 'node:path';
+import {
+  ControllerApi, FerryError, Progress, asFerryError, isFerryError, type MigrationReport,
+} from '../protocol/index.js';
+import { dial } from '../rpc/handshake.js';
+import type { Connection } from '../rpc/connection.js';
+import { silentLogger } from '../log/logger.js';
+import { clusterFile, loadCluster } from '../cluster.js';
+import { EXIT, exitForError, exitForReport } from './exit-codes.js';
+import { containersTable, hostsTable, ProgressLine, reportText } from './render.js';
+import { LocalCluster } from './local-cluster.js';
+
+function parseDuration(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  if (!m) throw new InvalidArgumentError('expected a duration such as 90s, 5m or 1500ms');
+  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(Number(m[1]) * mult);
+}
+
+async function controller(): Promise<Connection> {
+  const cluster = loadCluster(clusterFile());
+  const { conn } = await dial({ url: cluster.controller.url, name: 'ferry-cli', role: 'cli', serverRole: 'controller', secret: cluster.secret, log: silentLogger() });
+  return conn;
+}
+
+function localCluster(hosts: string[]): LocalCluster {
+  const file = clusterFile();
+  return new LocalCluster({ file, hosts, basePort: Number(process.env.FERRY_BASE_PORT ?? 7700), stateDir: resolve(dirname(file), 'state') });
+}
+
+const program = new Command('ferry')
+  .description('Live-migrate running containers between hosts')
+  .showHelpAfterError()
+  .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : EXIT.USAGE));
+
+program.command('up')
+  .description('start the embedded local cluster: one dockerd, agent and controller per host on this machine')
+  .option('--hosts <names>', 'comma-separated host names', 'host-a,host-b')
+  .action(async (o: { hosts: string }) => {
+    const cfg = await localCluster(o.hosts.split(',')).up(AbortSignal.timeout(300_000));
+    process.stdout.write(`cluster up: ${cfg.hosts.map((h) => h.name).join(', ')} (controller ${cfg.controller.url})\n`);
+  });
+
+program.command('down')
+  .description('stop the embedded local cluster and remove everything it created')
+  .action(async () => {
+    await localCluster(['host-a', 'host-b']).down(AbortSignal.timeout(300_000));
+    process.stdout.write('cluster down\n');
+  });
+
+program.command('hosts')
+  .description('list hosts and their agents')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { json?: boolean }) => {
+    const c = await controller();
+    const hs = await c.request(ControllerApi.ListHosts, {}, { timeoutMs: 10_000 });
+    c.close();
+    process.stdout.write(o.json ? `${JSON.stringify(hs)}\n` : `${hostsTable(hs)}\n`);
+  });
+
+program.command('ps')
+  .description('list containers across all hosts')
+  .option('-a, --all', 'include stopped containers')
+  .option('--json', 'machine-readable output')
+  .action(async (o: { all?: boolean; json?: boolean }) => {
+    const c = await controller();
+    const cs = await c.request(ControllerApi.ClusterContainers, { all: !!o.all }, { timeoutMs: 30_000 });
+    c.close();
+    process.stdout.write(o.json ? `${JSON.stringify(cs)}\n` : `${containersTable(cs)}\n`);
+  });
+
+program.command('migrate')
+  .description('move a running container to another host, keeping its memory, files and TCP connections')
+  .argument('<container>', 'container name or id')
+  .requiredOption('--to <host>', 'destination host')
+  .option('--from <host>', 'source host (default: wherever the container runs)')
+  .option('--json', 'NDJSON progress events and the final report on stdout')
+  .option('--dry-run', 'run the preflight checks only; change nothing')
+  .option('--timeout <duration>', 'give up (and roll back) after this long', parseDuration, 600_000)
+  .action(async (container: string, o: { to: string; from?: string; json?: boolean; dryRun?: boolean; timeout: number }) => {
+    const c = await controller();
+    const tty = !o.json && process.stderr.isTTY === true;
+    const line = tty ? new ProgressLine(process.stderr) : null;
+    c.on('event', (m, p) => {
+      if (m !== Progress.name) return;
+      const ev = Progress.payload.safeParse(p);
+      if (!ev.success) return;
+      if (o.json) process.stdout.write(`${JSON.stringify({ type: 'progress', ...ev.data })}\n`);
+      else line?.update(ev.data);
+    });
+    // First Ctrl-C cancels (the controller rolls back); a second one leaves at once.
+    const ac = new AbortController();
+    let interrupted = false;
+    process.on('SIGINT', () => {
+      if (interrupted) process.exit(EXIT.INTERRUPTED);
+      interrupted = true;
+      process.stderr.write('\ninterrupted: rolling back (Ctrl-C again to detach)\n');
+      ac.abort(new FerryError('E_ABORTED', 'interrupted by the user'));
+    });
+    let report: MigrationReport;
+    try {
+      report = await c.request(ControllerApi.StartMigration, {
+        container, to: o.to, ...(o.from ? { from: o.from } : {}), dryRun: !!o.dryRun, timeoutMs: o.timeout,
+      }, { signal: ac.signal, awaitAfterCancel: true });
+    } finally {
+      line?.end();
+      c.close();
+    }
+    process.stdout.write(o.json ? `${JSON.stringify({ type: 'report', ...report })}\n` : `${reportText(report)}\n`);
+    process.exitCode = exitForReport(report, interrupted);
+  });
+
+program.parseAsync().catch((e: unknown) => {
+  const err = asFerryError(e);
+  const json = process.argv.includes('--json');
+  if (json) process.stdout.write(`${JSON.stringify({ type: 'error', code: err.code, message: err.message })}\n`);
+  else process.stderr.write(`ferry: ${err.code}: ${err.message}\n`);
+  process.exit(isFerryError(e) ? exitForError(err.code) : EXIT.FAILED);
+});

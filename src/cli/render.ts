@@ -1,0 +1,64 @@
+// Human output for the CLI: progress on stderr (TTY only), tables and the final report on stdout.
+
+import type { ContainerSummary, HostStatus, MigrationReport, ProgressEvent } from '../protocol/index.js';
+
+const MiB = 2 ** 20;
+export const fmtBytes = (n: number): string => (n >= 10 * MiB ? `${(n / MiB).toFixed(0)} MiB` : n >= MiB ? `${(n / MiB).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
+export const fmtMs = (ms: number | null): string => (ms === null ? '-' : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+
+function table(rows: string[][]): string {
+  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+export function hostsTable(hs: HostStatus[]): string {
+  return table([['HOST', 'AGENT', 'STATUS', 'CRIU', 'KERNEL', 'DOCKER'], ...hs.map((h) => [
+    h.name, h.url, h.connected ? 'ready' : `down${h.error ? ` (${h.error})` : ''}`, h.caps?.criuVersion ?? '-', h.caps?.kernel ?? '-', h.caps?.dockerVersion ?? '-',
+  ])]);
+}
+
+export function containersTable(cs: ContainerSummary[]): string {
+  return table([['HOST', 'CONTAINER ID', 'NAME', 'IMAGE', 'STATUS'], ...cs.map((c) => [c.host, c.id.slice(0, 12), c.name, c.image, c.status])]);
+}
+
+export function reportText(r: MigrationReport): string {
+  const head = {
+    succeeded: `migrated ${r.container}: ${r.source} → ${r.destination}`,
+    rolled_back: `rolled back: ${r.container} is still running on ${r.source}`,
+    failed: `FAILED: ${r.container} (${r.source} → ${r.destination}); state uncertain, check \`ferry ps\``,
+    dry_run: `dry run: ${r.container} can move ${r.source} → ${r.destination}`,
+  }[r.result];
+  const lines = [head];
+  if (r.error) lines.push(`  error:     ${r.error.code}: ${r.error.message}`);
+  if (r.result !== 'dry_run') {
+    lines.push(`  freeze:    ${fmtMs(r.downtimeMs)}`, `  total:     ${fmtMs(r.totalMs)}`, `  moved:     ${fmtBytes(r.bytesTotal)}`);
+    lines.push(`  phases:    ${Object.entries(r.phases).map(([k, v]) => `${k} ${fmtMs(v)}`).join(', ')}`);
+  }
+  for (const c of r.checks ?? []) lines.push(`  - ${c}`);
+  return lines.join('\n');
+}
+
+/** One status line, rewritten in place; only used when stderr is a terminal. */
+export class ProgressLine {
+  private startedAt = performance.now();
+  private lastBytes = 0;
+  private lastAt = performance.now();
+  private rate = 0;
+  constructor(private readonly out: NodeJS.WriteStream) {}
+
+  update(e: ProgressEvent): void {
+    const now = performance.now();
+    if (e.bytes !== undefined && now > this.lastAt) {
+      this.rate = ((e.bytes - this.lastBytes) / ((now - this.lastAt) / 1000)) || this.rate;
+      this.lastBytes = e.bytes;
+      this.lastAt = now;
+    }
+    const t = ((now - this.startedAt) / 1000).toFixed(1);
+    const bytes = e.bytes !== undefined ? ` ${fmtBytes(e.bytes)}${e.totalBytes ? `/${fmtBytes(e.totalBytes)}` : ''} ${fmtBytes(this.rate)}/s` : '';
+    this.out.write(`\r\x1b[2K[${t}s] ${e.phase} ${e.state}${bytes}${e.message ? ` — ${e.message.slice(0, 80)}` : ''}`);
+  }
+
+  end(): void {
+    this.out.write('\r\x1b[2K');
+  }
+}

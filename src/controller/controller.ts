@@ -1,0 +1,178 @@
+// The controller: single writer of migration state. Serves the CLI, drives agents, recovers after a restart.
+
+import { createServer, type Server } from 'node:http';
+import { WebSocketServer } from 'ws';
+import client from 'prom-client';
+import {
+  AgentApi, ControllerApi, FerryError, Progress, asFerryError,
+  type MigrationReport, type ParamsOf, type PeerRole, type ProgressEvent,
+} from '../protocol/index.js';
+import type { Connection, HandlerEntry } from '../rpc/connection.js';
+import { acceptPeers, WS_OPTIONS } from '../rpc/handshake.js';
+import type { Logger } from '../log/logger.js';
+import { recoveryFor, type Phase } from '../migration/state.js';
+import type { ClusterConfig } from '../cluster.js';
+import { AgentRegistry } from './agent-registry.js';
+import { FileJournal, type JournalRecord, type JournalStore } from './journal.js';
+import { MigrationRunner } from './migration-runner.js';
+import { join } from 'node:path';
+import { splitHostPort } from '../util/net.js';
+
+export class Controller {
+  readonly registry: AgentRegistry;
+  readonly journal: JournalStore;
+  private readonly claims = new Map<string, string>();
+  private readonly registryMetrics = new client.Registry();
+  private readonly metrics;
+  private readonly watchers = new Map<string, Set<Connection>>();
+  /** Migrations a runner is driving right now; recovery keeps its hands off them. */
+  private readonly active = new Set<string>();
+  private readonly recovering = new Set<string>();
+  private server: Server | null = null;
+  url = '';
+
+  constructor(private readonly cluster: ClusterConfig, private readonly log: Logger, journal?: JournalStore) {
+    this.registry = new AgentRegistry(cluster.hosts.map((h) => ({ name: h.name, url: h.agentUrl })), { name: 'controller', secret: cluster.secret }, log);
+    this.journal = journal ?? new FileJournal(join(cluster.stateDir, 'journal.jsonl'));
+    client.collectDefaultMetrics({ register: this.registryMetrics });
+    const r = [this.registryMetrics];
+    this.metrics = {
+      total: new client.Counter({ name: 'ferry_migrations_total', help: 'Migrations by result', labelNames: ['result'], registers: r }),
+      phase: new client.Histogram({ name: 'ferry_migration_phase_seconds', help: 'Duration of each migration phase', labelNames: ['phase'], buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], registers: r }),
+      bytes: new client.Counter({ name: 'ferry_migration_bytes_total', help: 'Checkpoint bytes moved between hosts', registers: r }),
+      freeze: new client.Histogram({ name: 'ferry_migration_downtime_seconds', help: 'Time the workload was frozen', buckets: [0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5], registers: r }),
+    };
+    // An agent coming back may be what an unfinished migration was waiting for.
+    this.registry.on('connected', () => { if (this.server) void this.recover(); });
+    this.registry.on('event', (_host, m, p) => {
+      if (m !== Progress.name) return;
+      const ev = Progress.payload.safeParse(p);
+      if (ev.success) this.forward(ev.data);
+    });
+  }
+
+  async start(): Promise<void> {
+    await this.registry.start();
+    const server = createServer((req, res) => {
+      if (req.url === '/metrics') {
+        this.registryMetrics.metrics().then((m) => { res.setHeader('content-type', this.registryMetrics.contentType); res.end(m); }, () => { res.statusCode = 500; res.end(); });
+        return;
+      }
+      res.statusCode = req.url === '/healthz' ? 200 : 404;
+      res.end();
+    });
+    const wss = new WebSocketServer({ server, ...WS_OPTIONS });
+    acceptPeers(wss, { name: 'controller', secret: this.cluster.secret, caps: null, log: this.log }, (conn) => {
+      conn.serve(this.handlers());
+      conn.on('close', () => { for (const s of this.watchers.values()) s.delete(conn); });
+    });
+    const [host, port] = splitHostPort(this.cluster.controller.listen);
+    await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, host, () => resolve()); });
+    this.server = server;
+    const a = server.address();
+    this.url = `ws://${host}:${typeof a === 'object' && a ? a.port : port}/`;
+    void this.recover();
+  }
+
+  async stop(): Promise<void> {
+    this.registry.stop();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.journal.close();
+  }
+
+  handlers(): HandlerEntry[] {
+    const cli: readonly PeerRole[] = ['cli'];
+    return [
+      { method: ControllerApi.ListHosts, roles: cli, handler: async () => this.registry.status() },
+      { method: ControllerApi.ClusterContainers, roles: cli, handler: async (p) => this.containers((p as { all: boolean }).all) },
+      { method: ControllerApi.StartMigration, roles: cli, handler: async (p, ctx) => this.migrate(p as ParamsOf<typeof ControllerApi.StartMigration>, ctx.signal, ctx.conn) },
+    ];
+  }
+
+  private async containers(all: boolean) {
+    const out = [];
+    for (const name of this.registry.names()) {
+      const h = this.registry.get(name)!;
+      if (!h.connected) continue;
+      out.push(...(await h.call(AgentApi.ListContainers, { all }, { timeoutMs: 10_000 })));
+    }
+    return out;
+  }
+
+  /** Runs a migration; progress events go to the connection that asked for it. */
+  async migrate(p: ParamsOf<typeof ControllerApi.StartMigration>, signal: AbortSignal, watcher?: Connection): Promise<MigrationReport> {
+    const runner = new MigrationRunner(p, {
+      hosts: this.registry,
+      journal: this.journal,
+      log: this.log,
+      claim: (key, mid) => this.claim(key, mid),
+      progress: (e) => this.forward(e),
+      onFinished: (r) => this.record(r),
+    });
+    if (watcher) this.watchers.set(runner.id, new Set([watcher]));
+    this.active.add(runner.id);
+    try {
+      return await runner.run(signal);
+    } finally {
+      this.watchers.delete(runner.id);
+      this.active.delete(runner.id);
+    }
+  }
+
+  private claim(key: string, mid: string): () => void {
+    const holder = this.claims.get(key);
+    if (holder) throw new FerryError('E_CONFLICT', `${key} is already being migrated by ${holder}`);
+    this.claims.set(key, mid);
+    return () => { if (this.claims.get(key) === mid) this.claims.delete(key); };
+  }
+
+  private forward(e: ProgressEvent): void {
+    for (const c of this.watchers.get(e.migrationId) ?? []) c.notify(Progress, e);
+  }
+
+  private record(r: MigrationReport): void {
+    this.metrics.total.inc({ result: r.result });
+    this.metrics.bytes.inc(r.bytesTotal);
+    for (const [k, v] of Object.entries(r.phases)) this.metrics.phase.observe({ phase: k }, v / 1000);
+    if (r.downtimeMs !== null) this.metrics.freeze.observe(r.downtimeMs / 1000);
+  }
+
+  /** Migrations the journal shows unfinished are rolled back or cleaned up once their agents are back. */
+  private async recover(): Promise<void> {
+    for (const rec of this.journal.open()) {
+      if (this.active.has(rec.migrationId) || this.recovering.has(rec.migrationId)) continue;
+      this.recovering.add(rec.migrationId);
+      void this.recoverOne(rec)
+        .catch((e: unknown) => this.log.error({ migrationId: rec.migrationId, err: asFerryError(e).message }, 'recovery failed; will retry when an agent reconnects'))
+        .finally(() => this.recovering.delete(rec.migrationId));
+    }
+  }
+
+  private async recoverOne(rec: JournalRecord): Promise<void> {
+    const what = recoveryFor(rec.phase as Phase);
+    if (what === 'nothing') return;
+    const signal = AbortSignal.timeout(10 * 60_000);
+    const src = rec.source ? rec.source : null;
+    this.log.warn({ migrationId: rec.migrationId, phase: rec.phase, what }, 'recovering unfinished migration');
+    const append = (phase: Phase): void => this.journal.append({ ...rec, ts: new Date().toISOString(), phase, data: { recovered: true } });
+    if (what === 'roll-back') {
+      if (rec.phase !== 'rolling-back') append('rolling-back');
+      await this.registry.waitConnected(rec.destination, signal);
+      await this.registry.get(rec.destination)!.call(AgentApi.AbortTarget, { migrationId: rec.migrationId }, { signal });
+      if (src) {
+        await this.registry.waitConnected(src, signal);
+        await this.registry.get(src)!.call(AgentApi.RollbackSource, { migrationId: rec.migrationId }, { signal });
+      }
+      append('rolled-back');
+    } else {
+      if (rec.phase !== 'cleaning') append('cleaning');
+      if (src) {
+        await this.registry.waitConnected(src, signal);
+        await this.registry.get(src)!.call(AgentApi.CommitSource, { migrationId: rec.migrationId }, { signal });
+      }
+      await this.registry.waitConnected(rec.destination, signal);
+      await this.registry.get(rec.destination)!.call(AgentApi.FinishTarget, { migrationId: rec.migrationId }, { signal });
+      append('done');
+    }
+  }
+}

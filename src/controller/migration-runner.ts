@@ -1,0 +1,245 @@
+// Runs one stop-and-copy migration through the state machine: preflight, steps with undo, the commit point, cleanup.
+
+import { randomBytes } from 'node:crypto';
+import {
+  AgentApi, FerryError, asFerryError, toWire,
+  type ContainerSpec, type MigrationReport, type ProgressEvent, type WireError,
+} from '../protocol/index.js';
+import { transition, type Phase } from '../migration/state.js';
+import type { Logger } from '../log/logger.js';
+import type { HostClient } from './agent-registry.js';
+import type { JournalStore } from './journal.js';
+
+export interface MigrationRequest {
+  container: string;
+  to: string;
+  from?: string | undefined;
+  dryRun: boolean;
+  timeoutMs: number;
+}
+
+export interface RunnerDeps {
+  hosts: { get(name: string): HostClient | undefined; names(): string[] };
+  journal: JournalStore;
+  log: Logger;
+  /** Claims a container for this migration; throws E_CONFLICT if another migration holds it. */
+  claim(key: string, migrationId: string): () => void;
+  progress(e: ProgressEvent): void;
+  onFinished?(r: MigrationReport): void;
+}
+
+export const newMigrationId = (): string => `m-${Date.now().toString(36)}-${randomBytes(5).toString('hex')}`;
+const ms = (t0: number): number => Math.round((performance.now() - t0) * 10) / 10;
+
+interface Located { host: HostClient; id: string; spec: ContainerSpec; rssBytes: number }
+
+/** One migration from start to a terminal phase. Never throws once preflight has passed: the report says what happened. */
+export class MigrationRunner {
+  readonly id = newMigrationId();
+  private phase: Phase = 'pending';
+  private readonly phases: Record<string, number> = {};
+  private source!: HostClient;
+  private dest!: HostClient;
+  private located!: Located;
+  private bytes = 0;
+  private readonly undo: { name: string; fn: () => Promise<void> }[] = [];
+
+  constructor(private readonly req: MigrationRequest, private readonly deps: RunnerDeps) {}
+
+  /**
+   * Preflight failures (bad input, conflicts, unreachable hosts) throw: nothing was touched. After
+   * preflight the result is always a report: succeeded, rolled_back, or failed (state uncertain).
+   */
+  async run(signal: AbortSignal): Promise<MigrationReport> {
+    const t0 = performance.now();
+    const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.req.timeoutMs)]);
+    this.to('preflight');
+    const checks = await this.preflight(deadline);
+    if (this.req.dryRun) {
+      this.to('done');
+      return this.report('dry_run', t0, null, null, checks);
+    }
+    const release = this.deps.claim(`${this.source.name}/${this.located.id}`, this.id);
+    let freezeStart = 0;
+    let downtime: number | null = null;
+    try {
+      try {
+        await this.step('preparing', 'prepare', async () => {
+          // Undo first: a create whose reply is lost must still be removed (AbortTarget is idempotent).
+          this.undo.push({ name: 'abort target', fn: async () => { await this.dest.call(AgentApi.AbortTarget, { migrationId: this.id }, { timeoutMs: 60_000 }); } });
+          await this.dest.call(AgentApi.PrepareTarget, { migrationId: this.id, spec: this.located.spec }, { signal: deadline });
+        });
+        const token = randomBytes(24).toString('hex');
+        const cp = await this.step('checkpointing', 'checkpoint', async () => {
+          // Registered before the call: a dump that fails half-way, or whose reply is lost, still gets undone.
+          this.undo.push({ name: 'roll back source', fn: async () => { await this.source.call(AgentApi.RollbackSource, { migrationId: this.id }, { timeoutMs: 120_000 }); } });
+          freezeStart = performance.now();
+          return this.source.call(AgentApi.Checkpoint, { migrationId: this.id, containerId: this.located.id, peer: this.dest.name, token }, { signal: deadline });
+        });
+        await this.step('transferring', 'transfer', async () => {
+          const r = await this.dest.call(AgentApi.Pull, {
+            migrationId: this.id, source: { host: this.source.name, url: this.source.url }, token, manifest: cp.manifest,
+          }, { signal: deadline });
+          this.bytes = r.bytes;
+        });
+        await this.step('restoring', 'restore', async () => {
+          await this.dest.call(AgentApi.Restore, { migrationId: this.id }, { signal: deadline });
+          downtime = ms(freezeStart);
+        });
+      } catch (e) {
+        return await this.rollBack(asFerryError(e), t0);
+      }
+      // The commit point: journaled before anything irreversible happens to the source.
+      this.to('committed', { downtimeMs: downtime });
+      this.to('cleaning');
+      const tc = performance.now();
+      const cleanupErrors = await this.cleanup();
+      this.phases.cleanup = ms(tc);
+      this.to('done');
+      const r = this.report('succeeded', t0, downtime, null, cleanupErrors.length ? [...checks, ...cleanupErrors.map((c) => `cleanup pending: ${c}`)] : checks);
+      this.deps.onFinished?.(r);
+      return r;
+    } finally {
+      release();
+    }
+  }
+
+  private async preflight(signal: AbortSignal): Promise<string[]> {
+    const tp = performance.now();
+    const { hosts } = this.deps;
+    const dest = hosts.get(this.req.to);
+    if (!dest) throw new FerryError('E_NOT_FOUND', `unknown destination host ${this.req.to} (known: ${hosts.names().join(', ')})`);
+    if (!dest.connected) throw new FerryError('E_UNAVAILABLE', `destination ${dest.name} is not connected`);
+    const located = await this.locate(signal);
+    if (located.host.name === dest.name) throw new FerryError('E_INVALID_ARGUMENT', `${this.req.container} already runs on ${dest.name}`);
+    this.source = located.host;
+    this.dest = dest;
+    this.located = located;
+    const checks: string[] = [];
+    for (const h of [this.source, dest]) {
+      const c = h.caps;
+      if (!c?.criuUsable) throw new FerryError('E_PRECONDITION', `host ${h.name} has no usable CRIU (${c?.criuVersion ?? 'none'}; need ≥ 4.2)`);
+      checks.push(`${h.name}: criu ${c.criuVersion}, kernel ${c.kernel}, docker ${c.dockerVersion}, runc ${c.runcVersion}`);
+    }
+    checks.push(`container ${located.spec.name} (${located.id.slice(0, 12)}) rss ${(located.rssBytes / 2 ** 20).toFixed(1)} MiB, network ${located.spec.networkMode}, volumes ${located.spec.volumes.map((v) => v.name).join(',') || 'none'}`);
+    checks.push('strategy stop-and-copy: reversible until the destination runs');
+    this.phases.preflight = ms(tp);
+    return checks;
+  }
+
+  private async locate(signal: AbortSignal): Promise<Located> {
+    const { hosts } = this.deps;
+    const candidates = this.req.from ? [this.req.from] : hosts.names().filter((n) => n !== this.req.to);
+    const found: Located[] = [];
+    const rejects: string[] = [];
+    for (const name of candidates) {
+      const h = hosts.get(name);
+      if (!h) throw new FerryError('E_NOT_FOUND', `unknown source host ${name}`);
+      if (!h.connected) {
+        if (this.req.from) throw new FerryError('E_UNAVAILABLE', `source ${name} is not connected`);
+        continue;
+      }
+      try {
+        const r = await h.call(AgentApi.InspectForMigration, { ref: this.req.container }, { signal });
+        if (r.rejectReasons.length) rejects.push(...r.rejectReasons.map((x) => `${name}: ${x}`));
+        else found.push({ host: h, id: r.id, spec: r.spec, rssBytes: r.rssBytes });
+      } catch (e) {
+        if (asFerryError(e).code !== 'E_NOT_FOUND') throw e;
+      }
+    }
+    if (found.length > 1) throw new FerryError('E_INVALID_ARGUMENT', `${this.req.container} exists on ${found.map((f) => f.host.name).join(' and ')}; name the source with --from`);
+    const hit = found[0];
+    if (hit) return hit;
+    if (rejects.length) throw new FerryError('E_PRECONDITION', `cannot migrate ${this.req.container}: ${rejects.join('; ')}`, { details: { reasons: rejects } });
+    throw new FerryError('E_NOT_FOUND', `no container ${this.req.container} on ${candidates.join(', ')}`);
+  }
+
+  private async step<T>(phase: Phase, name: string, fn: () => Promise<T>): Promise<T> {
+    this.to(phase);
+    this.deps.progress({ migrationId: this.id, phase: name as ProgressEvent['phase'], state: 'started' });
+    const t = performance.now();
+    const r = await fn();
+    this.phases[name] = ms(t);
+    this.deps.progress({ migrationId: this.id, phase: name as ProgressEvent['phase'], state: 'done', ...(name === 'transfer' ? { bytes: this.bytes } : {}) });
+    return r;
+  }
+
+  private async rollBack(cause: FerryError, t0: number): Promise<MigrationReport> {
+    const from = this.phase;
+    this.deps.log.warn({ migrationId: this.id, from, code: cause.code, err: cause.message }, 'migration failed before the commit point; rolling back');
+    this.to('rolling-back', { from, cause: toWire(cause) });
+    this.deps.progress({ migrationId: this.id, phase: 'rollback', state: 'started', message: cause.message });
+    const tr = performance.now();
+    const undoErrors: string[] = [];
+    let sourceBack = true;
+    // Undo in reverse: the destination copy goes first, so two copies never run even for a moment.
+    for (const u of [...this.undo].reverse()) {
+      try {
+        await u.fn();
+      } catch (e) {
+        undoErrors.push(`${u.name}: ${asFerryError(e).message}`);
+        if (u.name === 'roll back source') sourceBack = false;
+        // If the destination may already run the restored copy and we cannot reach it to remove it,
+        // resuming the source could make two. Stop here; recovery finishes once the agent is back.
+        if (u.name === 'abort target' && from === 'restoring') { sourceBack = false; break; }
+      }
+    }
+    this.phases.rollback = ms(tr);
+    if (sourceBack) {
+      this.to('rolled-back', { cause: toWire(cause), undoErrors });
+      this.deps.progress({ migrationId: this.id, phase: 'rollback', state: 'done' });
+      const r = this.report('rolled_back', t0, null, toWire(cause), undoErrors.map((x) => `cleanup pending: ${x}`));
+      this.deps.onFinished?.(r);
+      return r;
+    }
+    // Left in 'rolling-back' (not terminal) so that recovery picks it up when the hosts are reachable.
+    this.deps.journal.append({ ts: new Date().toISOString(), migrationId: this.id, phase: 'rolling-back', container: this.req.container, source: this.source.name, destination: this.req.to, data: { undoErrors } });
+    this.deps.progress({ migrationId: this.id, phase: 'rollback', state: 'failed', message: undoErrors.join('; ') });
+    const r = this.report('failed', t0, null, { code: cause.code, message: `${cause.message}; rollback incomplete: ${undoErrors.join('; ')}` });
+    this.deps.onFinished?.(r);
+    return r;
+  }
+
+  /** After the commit point nothing may fail the migration; leftovers are reported and retried on recovery. */
+  private async cleanup(): Promise<string[]> {
+    const errors: string[] = [];
+    for (const [what, fn] of [
+      ['remove source copy', () => this.source.call(AgentApi.CommitSource, { migrationId: this.id }, { timeoutMs: 60_000 })],
+      ['clean destination', () => this.dest.call(AgentApi.FinishTarget, { migrationId: this.id }, { timeoutMs: 60_000 })],
+    ] as const) {
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(`${what}: ${asFerryError(e).message}`);
+        this.deps.log.error({ migrationId: this.id, err: (e as Error).message }, `${what} failed after commit`);
+      }
+    }
+    return errors;
+  }
+
+  private to(next: Phase, data?: Record<string, unknown>): void {
+    this.phase = next === this.phase ? next : transition(this.phase, next);
+    this.deps.journal.append({
+      ts: new Date().toISOString(), migrationId: this.id, phase: next, container: this.req.container,
+      source: this.source?.name ?? this.req.from ?? '', destination: this.req.to, ...(data ? { data } : {}),
+    });
+    this.deps.log.info({ migrationId: this.id, phase: next }, 'migration phase');
+  }
+
+  private report(result: MigrationReport['result'], t0: number, downtime: number | null, error: WireError | null, checks?: string[]): MigrationReport {
+    return {
+      migrationId: this.id,
+      container: this.located?.spec.name ?? this.req.container,
+      source: this.source?.name ?? this.req.from ?? '',
+      destination: this.req.to,
+      strategy: 'stop-and-copy',
+      result,
+      downtimeMs: downtime,
+      totalMs: ms(t0),
+      bytesTotal: this.bytes,
+      phases: this.phases,
+      error: error ? { code: error.code, message: error.message } : null,
+      ...(checks ? { checks } : {}),
+    };
+  }
+}

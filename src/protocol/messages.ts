@@ -1,0 +1,221 @@
+// Every method and event of Ferry's wire protocol, declared once; controller, agents and CLI import these.
+
+import { z } from 'zod';
+import { event, method } from './define.js';
+
+// Names that end up in paths or docker calls: a conservative charset, no traversal possible.
+const safeName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/);
+export const migrationId = z.string().regex(/^m-[a-z0-9-]{6,64}$/);
+const hostName = safeName;
+const str = z.string().max(4096);
+const strList = z.array(str).max(4096);
+
+export const CapabilitiesSchema = z.object({
+  criuVersion: z.string().nullable(),
+  criuUsable: z.boolean(),
+  kernel: z.string(),
+  softDirty: z.boolean(),
+  uffd: z.boolean(),
+  dockerVersion: z.string().nullable(),
+  runcVersion: z.string().nullable(),
+});
+
+/** A named volume the container mounts; its contents travel with it. */
+export const VolumeSpec = z.object({ name: safeName, destination: str, readOnly: z.boolean() });
+export type VolumeSpec = z.infer<typeof VolumeSpec>;
+
+/** Everything needed to recreate a container identically on another host (see docs/platform-notes.md). */
+export const ContainerSpec = z.object({
+  name: safeName,
+  /** Image ID (sha256:…): the rootfs must be byte-identical for CRIU to restore. */
+  imageId: z.string().regex(/^sha256:[0-9a-f]{64}$/),
+  imageRef: str,
+  cmd: strList.nullable(),
+  entrypoint: strList.nullable(),
+  env: strList,
+  labels: z.record(z.string().max(256), str),
+  workingDir: str,
+  user: str,
+  hostname: str,
+  domainname: str,
+  tty: z.boolean(),
+  openStdin: z.boolean(),
+  stopSignal: str.nullable(),
+  networkMode: z.enum(['host', 'none']),
+  restartPolicy: z.object({ name: z.enum(['', 'no', 'always', 'unless-stopped', 'on-failure']), maximumRetryCount: z.number().int().min(0) }),
+  memory: z.number().int().min(0),
+  memorySwap: z.number().int(),
+  nanoCpus: z.number().int().min(0),
+  cpuShares: z.number().int().min(0),
+  cpuQuota: z.number().int(),
+  cpuPeriod: z.number().int().min(0),
+  cpusetCpus: str,
+  pidsLimit: z.number().int().nullable(),
+  ipcMode: z.enum(['private', '']),
+  shmSize: z.number().int().min(0),
+  capAdd: strList.nullable(),
+  capDrop: strList.nullable(),
+  securityOpt: strList.nullable(),
+  readonlyRootfs: z.boolean(),
+  init: z.boolean().nullable(),
+  tmpfs: z.record(str, str).nullable(),
+  volumes: z.array(VolumeSpec).max(64),
+});
+export type ContainerSpec = z.infer<typeof ContainerSpec>;
+
+export const ContainerSummary = z.object({
+  host: hostName,
+  id: z.string(),
+  name: z.string(),
+  image: z.string(),
+  state: z.string(),
+  status: z.string(),
+});
+export type ContainerSummary = z.infer<typeof ContainerSummary>;
+
+/** What the source offers for transfer after a checkpoint. */
+export const ManifestEntry = z.discriminatedUnion('kind', [
+  /** One CRIU image file, sent verbatim. */
+  z.object({ kind: z.literal('image-file'), name: z.string().regex(/^[A-Za-z0-9_.-]{1,128}$/), size: z.number().int().min(0) }),
+  /** The container's rw layer as a tar stream (size unknown until sent). */
+  z.object({ kind: z.literal('rootfs-diff') }),
+  /** A named volume's contents as a tar stream. */
+  z.object({ kind: z.literal('volume'), name: safeName }),
+]);
+export type ManifestEntry = z.infer<typeof ManifestEntry>;
+export const Manifest = z.object({ entries: z.array(ManifestEntry).max(100_000) });
+export type Manifest = z.infer<typeof Manifest>;
+
+/** Per-phase timings an agent measured, in ms. */
+const Timings = z.record(z.string().max(64), z.number());
+
+// ---------------------------------------------------------------------------------------------------
+// Agent API: called by the controller (and transfer/* by the peer agent of a migration).
+
+export const AgentInfo = method('agent/info', z.object({}), z.object({ host: hostName, caps: CapabilitiesSchema }));
+
+export const ListContainers = method('container/list', z.object({ all: z.boolean() }), z.array(ContainerSummary).max(10_000));
+
+/** Resolve a container by name or id and describe it for migration; fails with E_NOT_FOUND / E_PRECONDITION. */
+export const InspectForMigration = method(
+  'container/inspectForMigration',
+  z.object({ ref: str }),
+  z.object({ id: z.string(), running: z.boolean(), spec: ContainerSpec, rssBytes: z.number().int().min(0), rejectReasons: z.array(str) }),
+);
+
+/** Destination: create the container (not started) and its volumes, before the source freezes. */
+export const PrepareTarget = method(
+  'migration/prepareTarget',
+  z.object({ migrationId, spec: ContainerSpec }),
+  z.object({ containerId: z.string() }),
+);
+
+/** Source: freeze and dump the container (it stops running here) and offer its state for transfer. */
+export const Checkpoint = method(
+  'migration/checkpoint',
+  z.object({ migrationId, containerId: z.string(), peer: hostName, token: z.string().max(128) }),
+  z.object({ manifest: Manifest, imageBytes: z.number().int().min(0), timings: Timings }),
+);
+
+/** Destination: pull the state from the source agent, verifying every chunk. */
+export const Pull = method(
+  'migration/pull',
+  z.object({ migrationId, source: z.object({ host: hostName, url: z.string().max(256) }), token: z.string().max(128), manifest: Manifest }),
+  z.object({ bytes: z.number().int().min(0), timings: Timings }),
+);
+
+/** Destination: restore from the pulled images and report the container running. */
+export const Restore = method(
+  'migration/restore',
+  z.object({ migrationId }),
+  z.object({ containerId: z.string(), pid: z.number().int(), timings: Timings }),
+);
+
+/** Source, after the commit point: remove the frozen original and its images. Idempotent. */
+export const CommitSource = method('migration/commitSource', z.object({ migrationId }), z.object({ removed: z.boolean() }));
+/** Destination, after the commit point: drop transfer leftovers. Idempotent. */
+export const FinishTarget = method('migration/finishTarget', z.object({ migrationId }), z.object({}));
+/** Destination, before the commit point: remove everything this migration created. Idempotent. */
+export const AbortTarget = method('migration/abortTarget', z.object({ migrationId }), z.object({ removed: z.boolean() }));
+/** Source, before the commit point: make sure the container runs here again with its state. Idempotent. */
+export const RollbackSource = method(
+  'migration/rollbackSource',
+  z.object({ migrationId }),
+  z.object({ restored: z.boolean(), running: z.boolean() }),
+);
+
+/** Peer agent → source agent: stream the manifest's entries as chunk frames tagged with this request's id. */
+export const TransferPull = method(
+  'transfer/pull',
+  z.object({ migrationId, token: z.string().max(128) }),
+  z.object({ entries: z.array(z.object({ bytes: z.number().int().min(0), chunks: z.number().int().min(0) })).max(100_000) }),
+);
+
+export const AgentApi = {
+  AgentInfo, ListContainers, InspectForMigration, PrepareTarget, Checkpoint, Pull, Restore,
+  CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull,
+} as const;
+
+// ---------------------------------------------------------------------------------------------------
+// Controller API: called by the CLI.
+
+export const HostStatus = z.object({
+  name: hostName,
+  url: z.string(),
+  connected: z.boolean(),
+  caps: CapabilitiesSchema.nullable(),
+  error: z.string().nullable(),
+});
+export type HostStatus = z.infer<typeof HostStatus>;
+
+export const Phase = z.enum(['preflight', 'prepare', 'checkpoint', 'transfer', 'restore', 'commit', 'cleanup', 'rollback']);
+export type PhaseName = z.infer<typeof Phase>;
+
+export const MigrationReport = z.object({
+  migrationId,
+  container: z.string(),
+  source: hostName,
+  destination: hostName,
+  strategy: z.literal('stop-and-copy'),
+  result: z.enum(['succeeded', 'rolled_back', 'failed', 'dry_run']),
+  /** Freeze: from the moment the source stopped running to the moment the destination ran. */
+  downtimeMs: z.number().nullable(),
+  totalMs: z.number(),
+  bytesTotal: z.number().int().min(0),
+  phases: z.record(z.string().max(64), z.number()),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+  checks: z.array(z.string()).optional(),
+});
+export type MigrationReport = z.infer<typeof MigrationReport>;
+
+export const ListHosts = method('cluster/hosts', z.object({}), z.array(HostStatus).max(1000));
+export const ClusterContainers = method('cluster/containers', z.object({ all: z.boolean() }), z.array(ContainerSummary).max(100_000));
+export const StartMigration = method(
+  'migration/start',
+  z.object({
+    container: str,
+    to: hostName,
+    from: hostName.optional(),
+    dryRun: z.boolean(),
+    timeoutMs: z.number().int().min(1000).max(24 * 3600_000),
+  }),
+  MigrationReport,
+);
+
+export const ControllerApi = { ListHosts, ClusterContainers, StartMigration } as const;
+
+// ---------------------------------------------------------------------------------------------------
+// Events.
+
+export const Progress = event(
+  'migration/progress',
+  z.object({
+    migrationId,
+    phase: Phase,
+    state: z.enum(['started', 'progress', 'done', 'failed']),
+    bytes: z.number().int().min(0).optional(),
+    totalBytes: z.number().int().min(0).optional(),
+    message: z.string().max(1024).optional(),
+  }),
+);
+export type ProgressEvent = z.infer<typeof Progress.payload>;
