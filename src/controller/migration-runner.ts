@@ -42,6 +42,7 @@ export class MigrationRunner {
   private dest!: HostClient;
   private located!: Located;
   private bytes = 0;
+  private journaled = false;
   private readonly undo: { name: string; fn: () => Promise<void> }[] = [];
 
   constructor(private readonly req: MigrationRequest, private readonly deps: RunnerDeps) {}
@@ -53,55 +54,64 @@ export class MigrationRunner {
   async run(signal: AbortSignal): Promise<MigrationReport> {
     const t0 = performance.now();
     const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.req.timeoutMs)]);
-    this.to('preflight');
-    const checks = await this.preflight(deadline);
-    if (this.req.dryRun) {
-      this.to('done');
-      return this.report('dry_run', t0, null, null, checks);
+    // Claimed by the name given before anything is looked up, and by id once resolved: two requests for
+    // the same container conflict however they name it, and never both get past preflight.
+    const releaseRef = this.req.dryRun ? () => undefined : this.deps.claim(`ref:${this.req.container}`, this.id);
+    let releaseId = (): void => undefined;
+    try {
+      this.to('preflight');
+      const checks = await this.preflight(deadline);
+      if (this.req.dryRun) {
+        this.to('done');
+        return this.report('dry_run', t0, null, null, checks);
+      }
+      releaseId = this.deps.claim(`id:${this.located.id}`, this.id);
+      return await this.execute(t0, deadline, checks);
+    } finally {
+      releaseId();
+      releaseRef();
     }
-    const release = this.deps.claim(`${this.source.name}/${this.located.id}`, this.id);
+  }
+
+  private async execute(t0: number, deadline: AbortSignal, checks: string[]): Promise<MigrationReport> {
     let freezeStart = 0;
     let downtime: number | null = null;
     try {
-      try {
-        await this.step('preparing', 'prepare', async () => {
-          // Undo first: a create whose reply is lost must still be removed (AbortTarget is idempotent).
-          this.undo.push({ name: 'abort target', fn: async () => { await this.dest.call(AgentApi.AbortTarget, { migrationId: this.id }, { timeoutMs: 60_000 }); } });
-          await this.dest.call(AgentApi.PrepareTarget, { migrationId: this.id, spec: this.located.spec }, { signal: deadline });
-        });
-        const token = randomBytes(24).toString('hex');
-        const cp = await this.step('checkpointing', 'checkpoint', async () => {
-          // Registered before the call: a dump that fails half-way, or whose reply is lost, still gets undone.
-          this.undo.push({ name: 'roll back source', fn: async () => { await this.source.call(AgentApi.RollbackSource, { migrationId: this.id }, { timeoutMs: 120_000 }); } });
-          freezeStart = performance.now();
-          return this.source.call(AgentApi.Checkpoint, { migrationId: this.id, containerId: this.located.id, peer: this.dest.name, token }, { signal: deadline });
-        });
-        await this.step('transferring', 'transfer', async () => {
-          const r = await this.dest.call(AgentApi.Pull, {
-            migrationId: this.id, source: { host: this.source.name, url: this.source.url }, token, manifest: cp.manifest,
-          }, { signal: deadline });
-          this.bytes = r.bytes;
-        });
-        await this.step('restoring', 'restore', async () => {
-          await this.dest.call(AgentApi.Restore, { migrationId: this.id }, { signal: deadline });
-          downtime = ms(freezeStart);
-        });
-      } catch (e) {
-        return await this.rollBack(asFerryError(e), t0);
-      }
-      // The commit point: journaled before anything irreversible happens to the source.
-      this.to('committed', { downtimeMs: downtime });
-      this.to('cleaning');
-      const tc = performance.now();
-      const cleanupErrors = await this.cleanup();
-      this.phases.cleanup = ms(tc);
-      this.to('done');
-      const r = this.report('succeeded', t0, downtime, null, cleanupErrors.length ? [...checks, ...cleanupErrors.map((c) => `cleanup pending: ${c}`)] : checks);
-      this.deps.onFinished?.(r);
-      return r;
-    } finally {
-      release();
+      await this.step('preparing', 'prepare', async () => {
+        // Undo first: a create whose reply is lost must still be removed (AbortTarget is idempotent).
+        this.undo.push({ name: 'abort target', fn: async () => { await this.dest.call(AgentApi.AbortTarget, { migrationId: this.id }, { timeoutMs: 60_000 }); } });
+        await this.dest.call(AgentApi.PrepareTarget, { migrationId: this.id, spec: this.located.spec }, { signal: deadline });
+      });
+      const token = randomBytes(24).toString('hex');
+      const cp = await this.step('checkpointing', 'checkpoint', async () => {
+        // Registered before the call: a dump that fails half-way, or whose reply is lost, still gets undone.
+        this.undo.push({ name: 'roll back source', fn: async () => { await this.source.call(AgentApi.RollbackSource, { migrationId: this.id }, { timeoutMs: 120_000 }); } });
+        freezeStart = performance.now();
+        return this.source.call(AgentApi.Checkpoint, { migrationId: this.id, containerId: this.located.id, peer: this.dest.name, token }, { signal: deadline });
+      });
+      await this.step('transferring', 'transfer', async () => {
+        const r = await this.dest.call(AgentApi.Pull, {
+          migrationId: this.id, source: { host: this.source.name, url: this.source.url }, token, manifest: cp.manifest,
+        }, { signal: deadline });
+        this.bytes = r.bytes;
+      });
+      await this.step('restoring', 'restore', async () => {
+        await this.dest.call(AgentApi.Restore, { migrationId: this.id }, { signal: deadline });
+        downtime = ms(freezeStart);
+      });
+    } catch (e) {
+      return await this.rollBack(asFerryError(e), t0);
     }
+    // The commit point: journaled before anything irreversible happens to the source.
+    this.to('committed', { downtimeMs: downtime });
+    this.to('cleaning');
+    const tc = performance.now();
+    const cleanupErrors = await this.cleanup();
+    this.phases.cleanup = ms(tc);
+    this.to('done');
+    const r = this.report('succeeded', t0, downtime, null, cleanupErrors.length ? [...checks, ...cleanupErrors.map((c) => `cleanup pending: ${c}`)] : checks);
+    this.deps.onFinished?.(r);
+    return r;
   }
 
   private async preflight(signal: AbortSignal): Promise<string[]> {
@@ -129,7 +139,7 @@ export class MigrationRunner {
 
   private async locate(signal: AbortSignal): Promise<Located> {
     const { hosts } = this.deps;
-    const candidates = this.req.from ? [this.req.from] : hosts.names().filter((n) => n !== this.req.to);
+    const candidates = this.req.from ? [this.req.from] : hosts.names();
     const found: Located[] = [];
     const rejects: string[] = [];
     for (const name of candidates) {
@@ -172,8 +182,9 @@ export class MigrationRunner {
     const tr = performance.now();
     const undoErrors: string[] = [];
     let sourceBack = true;
-    // Undo in reverse: the destination copy goes first, so two copies never run even for a moment.
-    for (const u of [...this.undo].reverse()) {
+    // Not the usual reverse order: the destination copy goes first, so two copies never run even for a
+    // moment (the source is brought back only once the destination's copy is gone).
+    for (const u of this.undo) {
       try {
         await u.fn();
       } catch (e) {
@@ -219,6 +230,9 @@ export class MigrationRunner {
 
   private to(next: Phase, data?: Record<string, unknown>): void {
     this.phase = next === this.phase ? next : transition(this.phase, next);
+    // Nothing exists to recover before the first host is touched: preflight and dry runs stay out of the journal.
+    if (next === 'preparing') this.journaled = true;
+    if (!this.journaled) return;
     this.deps.journal.append({
       ts: new Date().toISOString(), migrationId: this.id, phase: next, container: this.req.container,
       source: this.source?.name ?? this.req.from ?? '', destination: this.req.to, ...(data ? { data } : {}),
