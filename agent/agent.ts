@@ -74,9 +74,16 @@ export class Agent {
     return (this.dataRootCache ??= await this.docker.dataRoot());
   }
 
-  private runcRoot(runtime: string): string {
-    // dockerd gives each runtime its own runc state dir under its exec root.
-    return join(this.cfg.execRoot, `runtime-${runtime}`, 'moby');
+  /**
+   * runc's state dir for a container. dockerd 20.10 names it after the runtime, except that containers of
+   * an --add-runtime runtime using the runc v2 shim land in runtime-runc: look where the state really is.
+   */
+  private async runcRoot(runtime: string, id: string): Promise<string> {
+    for (const name of new Set([runtime, 'runc'])) {
+      const root = join(this.cfg.execRoot, `runtime-${name}`, 'moby');
+      if (await stat(join(root, id, 'state.json')).then(() => true, () => false)) return root;
+    }
+    throw new FerryError('E_PRECONDITION', `no runc state for ${id.slice(0, 12)} under ${this.cfg.execRoot}`);
   }
 
   private async inspectForMigration(p: P<'InspectForMigration'>, c: CallContext): R<'InspectForMigration'> {
@@ -219,7 +226,7 @@ export class Agent {
     if (policyOff) await this.docker.setRestartPolicy(d.id, { name: 'no', maximumRetryCount: 0 });
     const t0 = performance.now();
     try {
-      await this.checkpointer.dump(this.runcRoot(d.runtime), d.id, this.states.imagesDir(p.migrationId), this.states.workDir(p.migrationId), c.signal);
+      await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, this.states.imagesDir(p.migrationId), this.states.workDir(p.migrationId), c.signal);
     } catch (e) {
       if (policyOff) await this.docker.setRestartPolicy(d.id, st.restartPolicy).catch(() => undefined);
       await this.states.remove(p.migrationId).catch(() => undefined);

@@ -133,6 +133,15 @@ export class DockerRuntime {
     };
   }
 
+  /** The tag if it names exactly this image here (so `docker ps` shows it), else the bare id. */
+  async imageName(imageId: string, ref: string): Promise<string> {
+    try {
+      return (await this.docker.getImage(ref).inspect()).Id === imageId ? ref : imageId;
+    } catch {
+      return imageId;
+    }
+  }
+
   async hasImage(imageId: string): Promise<boolean> {
     try {
       await this.docker.getImage(imageId).inspect();
@@ -184,7 +193,7 @@ export class DockerRuntime {
   async create(spec: ContainerSpec, extraLabels: Record<string, string>, signal?: AbortSignal): Promise<{ id: string; upperDir: string }> {
     const opts: Docker.ContainerCreateOptions & Record<string, unknown> = {
       name: spec.name,
-      Image: spec.imageId,
+      Image: await this.imageName(spec.imageId, spec.imageRef),
       Cmd: spec.cmd ?? undefined,
       Entrypoint: spec.entrypoint ?? undefined,
       Env: spec.env,

@@ -1,0 +1,214 @@
+// Benchmark: Ferry's stop-and-copy against Docker's checkpoint path and raw CRIU (dump + copy + restore),
+// on the same memhog workload, measured in the same run. Prints JSON.
+//
+// Freeze = what a client outside the container sees: the longest gap between two answered pings on one
+// TCP connection that stays open across the move. Also reported: each tool's own wall time and bytes.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { cpus, release, totalmem } from 'node:os';
+import Docker from 'dockerode';
+import { ControllerApi } from '../src/protocol/index.js';
+import { dial } from '../src/rpc/handshake.js';
+import { silentLogger } from '../src/log/logger.js';
+import { clusterFile, loadCluster, type HostConfig } from '../src/cluster.js';
+import { run } from '../src/util/exec.js';
+
+const SIZES = (process.env.BENCH_SIZES ?? '64,256,1024').split(',').map(Number);
+const PORT = 28300;
+const CRIU = '/opt/ferry/bin/criu';
+
+/** One TCP connection pinging as fast as answers come; the longest silence is the client-observed freeze. */
+class Pinger {
+  private sock!: Socket;
+  private buf = '';
+  private last = 0;
+  maxGap = 0;
+  pongs = 0;
+  broken: string | null = null;
+  errors = 0;
+  private prev = -1;
+  static async open(port: number): Promise<Pinger> {
+    const p = new Pinger();
+    for (let i = 0; i < 200; i++) {
+      const s = await new Promise<Socket | null>((r) => { const c = connect(port, '127.0.0.1', () => r(c)); c.once('error', () => r(null)); });
+      if (s) { p.sock = s; break; }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (!p.sock) throw new Error(`memhog on ${port} did not answer`);
+    p.sock.setEncoding('utf8');
+    p.sock.setNoDelay(true);
+    p.sock.on('data', (d: string) => p.onData(d));
+    p.sock.on('close', () => { p.broken ??= 'closed'; });
+    p.sock.on('error', (e) => { p.broken = e.message; });
+    return p;
+  }
+  start(): void { this.last = performance.now(); this.sock.write('ping\n'); }
+  private onData(d: string): void {
+    this.buf += d;
+    for (let i; (i = this.buf.indexOf('\n')) >= 0;) {
+      const line = this.buf.slice(0, i);
+      this.buf = this.buf.slice(i + 1);
+      const m = /^pong (\d+)/.exec(line);
+      if (!m) continue;
+      const n = Number(m[1]);
+      if (this.prev >= 0 && n !== this.prev + 1) this.errors++;
+      this.prev = n;
+      const now = performance.now();
+      this.maxGap = Math.max(this.maxGap, now - this.last);
+      this.last = now;
+      this.pongs++;
+      this.sock.write('ping\n');
+    }
+  }
+  async command(cmd: string): Promise<string> {
+    const s = await new Promise<Socket>((r, j) => { const c = connect(PORT, '127.0.0.1', () => r(c)); c.once('error', j); });
+    s.setEncoding('utf8');
+    return new Promise((resolve) => { let b = ''; s.on('data', (d: string) => { b += d; if (b.includes('\n')) { s.destroy(); resolve(b.trim()); } }); s.write(`${cmd}\n`); });
+  }
+  close(): void { this.sock.destroy(); }
+}
+
+async function waitPongs(p: Pinger, n: number): Promise<void> {
+  const target = p.pongs + n;
+  while (p.pongs < target && !p.broken) await new Promise((r) => setTimeout(r, 10));
+}
+
+const memhogCmd = (mib: number): string[] => ['memhog', '--mib', String(mib), '--rate', '0', '--port', String(PORT)];
+
+async function startMemhog(d: Docker, name: string, mib: number): Promise<void> {
+  for (const c of await d.listContainers({ all: true, filters: { name: [`^/${name}$`] } })) await d.getContainer(c.Id).remove({ force: true });
+  const c = await d.createContainer({ name, Image: 'ferry/memhog:1', Hostname: name, Cmd: memhogCmd(mib), HostConfig: { NetworkMode: 'host' } });
+  await c.start();
+}
+
+interface Result { freezeMs: number; toolMs: number; bytes: number; verify: string; pingErrors: number; connectionKept: boolean }
+
+async function measure(p: Pinger, act: () => Promise<{ toolMs: number; bytes: number }>): Promise<Result> {
+  await waitPongs(p, 200);
+  p.maxGap = 0;
+  const r = await act();
+  await waitPongs(p, 200);
+  const verify = await p.command('verify');
+  return { freezeMs: round(p.maxGap), toolMs: round(r.toolMs), bytes: r.bytes, verify, pingErrors: p.errors, connectionKept: p.broken === null };
+}
+
+const round = (x: number): number => Math.round(x * 10) / 10;
+
+async function benchFerry(a: HostConfig, b: HostConfig, mib: number, secret: string, url: string): Promise<Result> {
+  const name = 'bench-ferry';
+  await startMemhog(new Docker({ socketPath: a.dockerSocket }), name, mib);
+  const p = await Pinger.open(PORT);
+  p.start();
+  const { conn } = await dial({ url, name: 'bench', role: 'cli', serverRole: 'controller', secret, log: silentLogger() });
+  try {
+    return await measure(p, async () => {
+      const r = await conn.request(ControllerApi.StartMigration, { container: name, to: b.name, dryRun: false, timeoutMs: 600_000 });
+      if (r.result !== 'succeeded') throw new Error(`ferry migration ${r.result}: ${r.error?.message}`);
+      return { toolMs: r.downtimeMs ?? NaN, bytes: r.bytesTotal };
+    });
+  } finally {
+    p.close();
+    conn.close();
+    await new Docker({ socketPath: b.dockerSocket }).getContainer(name).remove({ force: true });
+  }
+}
+
+async function benchDocker(a: HostConfig, b: HostConfig, mib: number): Promise<Result> {
+  const name = 'bench-docker';
+  const da = new Docker({ socketPath: a.dockerSocket });
+  const db = new Docker({ socketPath: b.dockerSocket });
+  await startMemhog(da, name, mib);
+  const cpDir = '/dev/shm/ferry-bench/docker';
+  rmSync(cpDir, { recursive: true, force: true });
+  mkdirSync(cpDir, { recursive: true });
+  const p = await Pinger.open(PORT);
+  p.start();
+  try {
+    return await measure(p, async () => {
+      const t0 = performance.now();
+      // docker checkpoint create --checkpoint-dir, create on B, copy into B's checkpoints dir, docker start --checkpoint.
+      await (da.getContainer(name) as unknown as { createCheckpoint(o: object): Promise<void> }).createCheckpoint({ CheckpointID: 'cp1', CheckpointDir: cpDir, Exit: true });
+      const c = await db.createContainer({ name, Image: 'ferry/memhog:1', Hostname: name, Cmd: memhogCmd(mib), HostConfig: { NetworkMode: 'host' } });
+      const info = (await db.info()) as { DockerRootDir: string };
+      const dst = join(info.DockerRootDir, 'containers', c.id, 'checkpoints');
+      mkdirSync(dst, { recursive: true });
+      cpSync(join(cpDir, 'cp1'), join(dst, 'cp1'), { recursive: true });
+      await c.start({ _query: { checkpoint: 'cp1' }, _body: {} } as object);
+      return { toolMs: performance.now() - t0, bytes: dirBytes(join(cpDir, 'cp1')) };
+    });
+  } finally {
+    p.close();
+    await da.getContainer(name).remove({ force: true }).catch(() => undefined);
+    await db.getContainer(name).remove({ force: true }).catch(() => undefined);
+    rmSync(cpDir, { recursive: true, force: true });
+    // containerd leaks a copy of every restored checkpoint (platform/docker.md §7).
+    for (const h of [a, b]) {
+      const tmp = `/var/lib/ferry/hosts/${h.name}/tmp`;
+      for (const n of safeList(tmp)) if (n.startsWith('ctrd-checkpoint')) rmSync(join(tmp, n), { recursive: true, force: true });
+    }
+  }
+}
+
+/** The floor: CRIU alone on the same program outside any container, images on tmpfs, copied with cp. */
+async function benchRawCriu(mib: number): Promise<Result> {
+  const root = '/dev/shm/ferry-bench/raw';
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(join(root, 'a'), { recursive: true });
+  mkdirSync(join(root, 'b'), { recursive: true });
+  const memhog = '/var/cache/ferry/memhog';
+  const child: ChildProcess = spawn('unshare', ['--pid', '--fork', 'setsid', memhog, ...memhogCmd(mib).slice(1)], { stdio: 'ignore', detached: true });
+  const p = await Pinger.open(PORT);
+  p.start();
+  try {
+    const pid = Number((await run('pgrep', ['-P', String(child.pid), '-f', 'memhog'])).stdout.trim().split('\n').pop());
+    return await measure(p, async () => {
+      const t0 = performance.now();
+      await run(CRIU, ['dump', '-t', String(pid), '-D', join(root, 'a'), '--tcp-established', '--shell-job', '-o', 'dump.log']);
+      for (const f of readdirSync(join(root, 'a'))) cpSync(join(root, 'a', f), join(root, 'b', f));
+      await run(CRIU, ['restore', '-D', join(root, 'b'), '-d', '--tcp-established', '--shell-job', '-o', 'restore.log', '--pidfile', join(root, 'pid')]);
+      return { toolMs: performance.now() - t0, bytes: dirBytes(join(root, 'a')) };
+    });
+  } finally {
+    p.close();
+    await run('pkill', ['-9', '-f', `${memhog} --mib ${mib}`], { allowFailure: true });
+    child.kill('SIGKILL');
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+const safeList = (d: string): string[] => { try { return readdirSync(d); } catch { return []; } };
+const dirBytes = (d: string): number => readdirSync(d).reduce((n, f) => n + statSync(join(d, f)).size, 0);
+
+async function main(): Promise<void> {
+  const cluster = loadCluster(clusterFile());
+  const [a, b] = cluster.hosts;
+  if (!a || !b) throw new Error('need two hosts');
+  const rows = [];
+  for (const mib of SIZES) {
+    process.stderr.write(`bench: ${mib} MiB …\n`);
+    const raw = await benchRawCriu(mib);
+    const ferry = await benchFerry(a, b, mib, cluster.secret, cluster.controller.url);
+    const docker = await benchDocker(a, b, mib);
+    rows.push({
+      mib,
+      ferry, docker, rawCriu: raw,
+      ferryFreezeVsRaw: round(ferry.freezeMs / raw.freezeMs * 100) / 100,
+      dockerFreezeVsFerry: round(docker.freezeMs / ferry.freezeMs * 100) / 100,
+    });
+  }
+  const out = {
+    benchmark: 'stop-and-copy',
+    date: new Date().toISOString(),
+    machine: { kernel: release(), cpus: cpus().length, memGiB: Math.round(totalmem() / 2 ** 30) },
+    workload: 'memhog: N MiB of touched anonymous memory, idle writer; client pings over one TCP connection',
+    model: 'platform model for raw CRIU: freeze ≈ 0.1 s + 1.9 s/GiB',
+    targets: { ferryFreezeVsRaw: '≤ 1.3', dockerFreezeVsFerry: '≥ 5 at 1 GiB' },
+    rows,
+  };
+  process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+}
+
+main().catch((e: unknown) => { process.stderr.write(`bench failed: ${(e as Error).stack}\n`); process.exit(1); });

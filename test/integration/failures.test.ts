@@ -1,0 +1,142 @@
+// Failures before the commit point leave the container running on the source with its state; bad input changes nothing.
+
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { MAX_FRAME_BYTES } from '../../src/protocol/index.js';
+import { dial } from '../../src/rpc/handshake.js';
+import { silentLogger } from '../../src/log/logger.js';
+import { cli, cluster, docker, expectNoResidue, expectOnlyOn, migrate, restartAgent, removeEverywhere, removeVolumeEverywhere } from './helpers.js';
+
+const [A, B] = ['t-a', 't-b'] as const;
+const NAME = 'it-fail-counter';
+const VOL = 'it-fail-data';
+
+async function counterLog(host: string): Promise<number[]> {
+  const v = await docker(host).getVolume(VOL).inspect();
+  return readFileSync(join(v.Mountpoint, 'log'), 'utf8').trim().split('\n').map(Number);
+}
+
+/** The source is intact: still the only copy, still counting, and its history has no gap or restart. */
+async function expectStillRunningOnSource(): Promise<void> {
+  await expectOnlyOn(NAME, A);
+  const before = (await counterLog(A)).length;
+  await expect.poll(async () => (await counterLog(A)).length, { timeout: 10_000 }).toBeGreaterThan(before + 10);
+  const xs = await counterLog(A);
+  expect(xs.findIndex((x, i) => x !== i)).toBe(-1);
+}
+
+beforeAll(async () => {
+  await removeEverywhere(NAME);
+  await removeVolumeEverywhere(VOL);
+  const c = await docker(A).createContainer({
+    name: NAME, Image: 'ferry/busybox:1', Hostname: NAME,
+    Cmd: ['sh', '-c', 'i=0; while :; do echo $i >> /data/log; i=$((i+1)); sleep 0.02; done'],
+    HostConfig: { NetworkMode: 'none', Mounts: [{ Type: 'volume', Source: VOL, Target: '/data' }], RestartPolicy: { Name: 'always', MaximumRetryCount: 0 } },
+  });
+  await c.start();
+  await expect.poll(async () => (await counterLog(A).catch(() => [])).length, { timeout: 10_000 }).toBeGreaterThan(10);
+});
+afterAll(async () => {
+  await removeEverywhere(NAME);
+  await removeVolumeEverywhere(VOL);
+});
+
+describe('failure injected on the destination', () => {
+  afterEach(async () => { await restartAgent(B); });
+
+  it('a restore that fails rolls back: the source runs on with its state', async () => {
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'restore-fail' });
+    const r = await migrate(NAME, B);
+    expect(r.result).toBe('rolled_back');
+    expect(r.error?.code).toBe('E_CRIU_RESTORE');
+    await expectStillRunningOnSource();
+    // The restart policy switched off for the dump is back.
+    expect((await docker(A).getContainer(NAME).inspect()).HostConfig.RestartPolicy?.Name).toBe('always');
+    await expectNoResidue();
+  });
+
+  it('the destination agent dying mid-transfer rolls back; its leftovers go when it comes back', async () => {
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'crash-during-pull:1' });
+    const r = await migrate(NAME, B);
+    expect(r.result).toBe('rolled_back');
+    expect(r.error?.code).toBe('E_UNAVAILABLE');
+    await expectStillRunningOnSource();
+    // The half-made destination container is removed by the agent's reaper at its next start.
+    await restartAgent(B);
+    await expectOnlyOn(NAME, A);
+    await expectNoResidue();
+  });
+});
+
+describe('bad input gets a typed error and changes nothing', () => {
+  it.each([
+    ['an unknown container', ['migrate', 'no-such-container', '--to', B], 3, 'E_NOT_FOUND'],
+    ['an unknown host', ['migrate', NAME, '--to', 'nowhere'], 3, 'E_NOT_FOUND'],
+    ['the host it already runs on', ['migrate', NAME, '--to', A], 3, 'E_INVALID_ARGUMENT'],
+    ['a malformed host name', ['migrate', NAME, '--to', '../etc'], 3, 'E_INVALID_ARGUMENT'],
+  ])('%s', async (_what, args, exit, code) => {
+    const r = await cli([...args, '--json']);
+    expect(r.code, r.stdout + r.stderr).toBe(exit);
+    expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!)).toMatchObject({ type: 'error', code });
+    await expectStillRunningOnSource();
+  });
+
+  it('a stopped container', async () => {
+    const c = await docker(A).createContainer({ name: 'it-stopped', Image: 'ferry/busybox:1', Cmd: ['true'], HostConfig: { NetworkMode: 'none' } });
+    try {
+      const r = await cli(['migrate', 'it-stopped', '--to', B, '--json']);
+      expect(r.code).toBe(3);
+      expect(JSON.parse(r.stdout.trim())).toMatchObject({ type: 'error', code: 'E_PRECONDITION' });
+      expect(await docker(B).listContainers({ all: true, filters: { name: ['^/it-stopped$'] } })).toHaveLength(0);
+    } finally {
+      await c.remove({ force: true });
+    }
+  });
+
+  it('a bad flag is a usage error', async () => {
+    const r = await cli(['migrate', NAME, '--to', B, '--timeout', 'soon']);
+    expect(r.code).toBe(2);
+  });
+
+  it('a dry run checks everything and moves nothing', async () => {
+    const r = await cli(['migrate', NAME, '--to', B, '--dry-run', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
+    expect(report).toMatchObject({ type: 'report', result: 'dry_run', source: A, destination: B });
+    await expectStillRunningOnSource();
+  });
+
+  it('two migrations of one container at once: one runs, the other is refused as a conflict', async () => {
+    const [x, y] = await Promise.all([cli(['migrate', NAME, '--to', B, '--json']), cli(['migrate', NAME, '--to', B, '--json'])]);
+    const codes = [x.code, y.code].sort();
+    expect(codes, x.stdout + y.stdout).toEqual([0, 4]);
+    await expectOnlyOn(NAME, B);
+    const back = await migrate(NAME, A);
+    expect(back.result).toBe('succeeded');
+    await expectStillRunningOnSource();
+  });
+});
+
+describe('untrusted peers', () => {
+  it('an agent refuses a peer without the secret, before any request', async () => {
+    const h = cluster().hosts[0]!;
+    await expect(dial({ url: h.agentUrl, name: 'intruder', role: 'controller', serverRole: 'agent', secret: 'not-the-cluster-secret', log: silentLogger() }))
+      .rejects.toMatchObject({ code: 'E_UNAUTHENTICATED' });
+  });
+
+  it('an agent drops a peer that sends an oversized or malformed frame, and keeps serving', async () => {
+    const h = cluster().hosts[0]!;
+    for (const payload of [Buffer.alloc(MAX_FRAME_BYTES + 1024), Buffer.from([0xc1, 0xc1])]) {
+      const ws = new WebSocket(h.agentUrl);
+      await once(ws, 'open');
+      ws.send(payload);
+      const [code] = (await once(ws, 'close')) as [number];
+      expect([1009, 4400]).toContain(code);
+    }
+    const r = await cli(['hosts', '--json']);
+    expect(JSON.parse(r.stdout).every((x: { connected: boolean }) => x.connected)).toBe(true);
+  });
+});

@@ -1,0 +1,146 @@
+// What the integration tests share: docker clients per host, the controller, the CLI, and workload probes.
+
+import { spawn } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { connect, type Socket } from 'node:net';
+import Docker from 'dockerode';
+import { expect } from 'vitest';
+import { ControllerApi, type MigrationReport } from '../../src/protocol/index.js';
+import { dial } from '../../src/rpc/handshake.js';
+import type { Connection } from '../../src/rpc/connection.js';
+import { silentLogger } from '../../src/log/logger.js';
+import { loadCluster, type ClusterConfig } from '../../src/cluster.js';
+import { packageRoot } from '../../src/cli/local-cluster.js';
+import { TEST_CLUSTER_FILE, testCluster } from './cluster.js';
+
+export const cluster = (): ClusterConfig => loadCluster(TEST_CLUSTER_FILE);
+export const docker = (host: string): Docker => new Docker({ socketPath: `/run/ferry/${host}.sock` });
+
+export async function controller(): Promise<Connection> {
+  const c = cluster();
+  const { conn } = await dial({ url: c.controller.url, name: 'test', role: 'cli', serverRole: 'controller', secret: c.secret, log: silentLogger() });
+  return conn;
+}
+
+export async function migrate(container: string, to: string, extra: { dryRun?: boolean } = {}): Promise<MigrationReport> {
+  const c = await controller();
+  try {
+    return await c.request(ControllerApi.StartMigration, { container, to, dryRun: !!extra.dryRun, timeoutMs: 120_000 });
+  } finally {
+    c.close();
+  }
+}
+
+/** Runs the real CLI against the test cluster; returns exit code and output. */
+export function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [join(packageRoot(), 'bin/ferry.js'), ...args], { env: { ...process.env, FERRY_CLUSTER: TEST_CLUSTER_FILE } });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    p.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/** Restarts one host's agent, optionally with fault injection, and waits until the controller sees it. */
+export async function restartAgent(host: string, env: Record<string, string> = {}): Promise<void> {
+  const lc = testCluster();
+  const cfg = cluster();
+  await lc.stopAgent(cfg, host);
+  await lc.startAgent(cfg, host, env, AbortSignal.timeout(60_000));
+  await expect.poll(async () => {
+    const c = await controller();
+    try {
+      return (await c.request(ControllerApi.ListHosts, {})).find((h) => h.name === host)?.connected;
+    } finally {
+      c.close();
+    }
+  }, { timeout: 30_000, interval: 100 }).toBe(true);
+}
+
+export async function killAgent(host: string): Promise<void> {
+  await testCluster().stopAgent(cluster(), host, 'SIGKILL');
+}
+
+export async function containersNamed(host: string, name: string): Promise<Docker.ContainerInfo[]> {
+  return docker(host).listContainers({ all: true, filters: { name: [`^/${name}$`] } });
+}
+
+/** Asserts the one-copy rule: running on `on`, absent from every other host. */
+export async function expectOnlyOn(name: string, on: string): Promise<void> {
+  for (const h of cluster().hosts) {
+    const cs = await containersNamed(h.name, name);
+    if (h.name === on) {
+      expect(cs, `${name} on ${h.name}`).toHaveLength(1);
+      expect(cs[0]!.State).toBe('running');
+    } else {
+      expect(cs, `${name} must be gone from ${h.name}`).toHaveLength(0);
+    }
+  }
+}
+
+/** Asserts nothing of any migration is left: no image dirs, no checkpoint copies, no labelled leftovers. */
+export async function expectNoResidue(): Promise<void> {
+  for (const h of cluster().hosts) {
+    const dirs = existsSync(h.dataDir) ? readdirSync(h.dataDir) : [];
+    expect(dirs, `migration state left on ${h.name}`).toEqual([]);
+    const tmp = `/var/lib/ferry/hosts/${h.name}/tmp`;
+    const ctrd = existsSync(tmp) ? readdirSync(tmp).filter((n) => n.startsWith('ctrd-checkpoint')) : [];
+    expect(ctrd, `containerd checkpoint copies left on ${h.name}`).toEqual([]);
+    const created = await docker(h.name).listContainers({ all: true, filters: { status: ['created'] } });
+    expect(created.map((c) => c.Names[0]), `never-started containers left on ${h.name}`).toEqual([]);
+  }
+}
+
+export async function removeEverywhere(name: string): Promise<void> {
+  for (const h of cluster().hosts) {
+    for (const c of await containersNamed(h.name, name)) await docker(h.name).getContainer(c.Id).remove({ force: true, v: true });
+  }
+}
+
+export async function removeVolumeEverywhere(name: string): Promise<void> {
+  for (const h of cluster().hosts) await docker(h.name).getVolume(name).remove().catch(() => undefined);
+}
+
+/** Minimal RESP client over one TCP connection: the connection itself is what must survive a migration. */
+export class RedisConn {
+  private buf = '';
+  private waiters: { resolve: (line: string) => void; reject: (e: Error) => void }[] = [];
+  closedWith: string | null = null;
+  private constructor(readonly sock: Socket) {
+    sock.setEncoding('utf8');
+    sock.on('data', (d: string) => {
+      this.buf += d;
+      let i;
+      while ((i = this.buf.indexOf('\r\n')) >= 0) {
+        const line = this.buf.slice(0, i);
+        this.buf = this.buf.slice(i + 2);
+        this.waiters.shift()?.resolve(line);
+      }
+    });
+    const fail = (why: string): void => {
+      this.closedWith ??= why;
+      for (const w of this.waiters.splice(0)) w.reject(new Error(`connection ${why}`));
+    };
+    sock.on('close', () => fail('closed'));
+    sock.on('error', (e) => fail(e.message));
+  }
+  static open(port: number): Promise<RedisConn> {
+    return new Promise((resolve, reject) => {
+      const s = connect(port, '127.0.0.1', () => resolve(new RedisConn(s)));
+      s.once('error', reject);
+    });
+  }
+  /** Sends one command and returns its single-line reply (use commands with integer or status replies). */
+  cmd(...args: string[]): Promise<string> {
+    if (this.closedWith) return Promise.reject(new Error(`connection ${this.closedWith}`));
+    const wire = `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
+      this.sock.write(wire);
+    });
+  }
+  close(): void { this.sock.destroy(); }
+}
