@@ -151,6 +151,7 @@ export class Agent {
       }
     });
     const { conn } = await dial({ url: p.source.url, name: this.cfg.host, role: 'agent', serverRole: 'agent', secret: this.cfg.secret, log: this.log, signal: c.signal });
+    const dialMs = since(t0);
     try {
       if (conn.peerName !== p.source.host) throw new FerryError('E_UNAUTHENTICATED', `${p.source.url} is ${conn.peerName}, not ${p.source.host}`);
       const sent = await conn.request(AgentApi.TransferPull, { migrationId: p.migrationId, token: p.token }, { signal: c.signal, onChunk: (ch) => receiver.accept(ch) });
@@ -160,7 +161,7 @@ export class Agent {
       conn.close();
     }
     await this.states.save({ ...st, pulled: true });
-    return { bytes: receiver.bytes, timings: { transfer: since(t0) } };
+    return { bytes: receiver.bytes, timings: { dial: dialMs, stream: since(t0) - dialMs } };
   }
 
   private async restore(p: P<'Restore'>, _c: CallContext): R<'Restore'> {
@@ -177,16 +178,18 @@ export class Agent {
       await writeFile(join(imagesDir, 'inventory.img'), 'corrupted by fault injection');
     }
     await this.placeCheckpoint(st.containerId, imagesDir);
+    const tStart = performance.now();
     try {
       await this.docker.startFromCheckpoint(st.containerId, CHECKPOINT_NAME);
     } finally {
       await this.cleanCheckpointLeftovers(st.containerId);
     }
+    const startMs = since(tStart);
     const i = await this.docker.inspect(st.containerId);
     if (!i.State.Running) throw new FerryError('E_CRIU_RESTORE', `restored container ${st.containerId.slice(0, 12)} is ${i.State.Status}`);
     await this.states.save({ ...st, restored: true });
     this.metrics.restore.observe(since(t0) / 1000);
-    return { containerId: st.containerId, pid: i.State.Pid, timings: { restore: since(t0) } };
+    return { containerId: st.containerId, pid: i.State.Pid, timings: { dockerStart: startMs, total: since(t0) } };
   }
 
   private async finishTarget(p: P<'FinishTarget'>): R<'FinishTarget'> {
@@ -221,10 +224,13 @@ export class Agent {
     };
     await this.states.save(st);
     const timings: Record<string, number> = {};
+    const tStart = performance.now();
     // dockerd would restart a container whose processes vanish under it; CRIU's dump looks like a crash.
     const policyOff = st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no';
     if (policyOff) await this.docker.setRestartPolicy(d.id, { name: 'no', maximumRetryCount: 0 });
     const t0 = performance.now();
+    // The workload runs until CRIU freezes it: the controller subtracts this from the freeze it measures.
+    timings.beforeFreeze = since(tStart);
     try {
       await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, this.states.imagesDir(p.migrationId), this.states.workDir(p.migrationId), c.signal);
     } catch (e) {

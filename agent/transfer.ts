@@ -1,11 +1,9 @@
 // Moving a checkpoint between agents: files and tar streams cut into checksummed chunks, and their sinks.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { CHUNK_BYTES, FerryError, type ChunkFrame, type ManifestEntry } from '../src/protocol/index.js';
+import { CHUNK_BYTES, CHUNK_HEADER_BYTES, FerryError, type ChunkFrame, type ManifestEntry } from '../src/protocol/index.js';
 
 /** Where each manifest entry comes from on the source. */
 export interface EntrySources { imagesDir: string; upperDir: string; volumeDir(name: string): Promise<string> }
@@ -15,57 +13,70 @@ export interface EntryTargets { imagesDir: string; upperDir: string; volumeDir(n
 // Overlay whiteouts are char devices and opaque dirs are trusted.* xattrs: both must survive the trip.
 const TAR_FLAGS = ['--xattrs', '--xattrs-include=*', '--numeric-owner'];
 
-type Send = (entry: number, seq: number, data: Uint8Array, last: boolean) => Promise<void>;
+/** Sends one chunk: `buf` carries the data from CHUNK_HEADER_BYTES on (the header is written in place). */
+type Send = (entry: number, seq: number, buf: Buffer, last: boolean) => Promise<void>;
+
+const newChunk = (): Buffer => Buffer.allocUnsafe(CHUNK_HEADER_BYTES + CHUNK_BYTES);
 
 /** Streams every entry in manifest order; returns per-entry byte and chunk counts for the receiver to check. */
 export async function sendEntries(entries: ManifestEntry[], src: EntrySources, send: Send, signal: AbortSignal): Promise<{ bytes: number; chunks: number }[]> {
   const out: { bytes: number; chunks: number }[] = [];
   for (const [i, e] of entries.entries()) {
     signal.throwIfAborted();
-    let stream: Readable;
-    let child: ChildProcess | null = null;
-    if (e.kind === 'image-file') {
-      stream = createReadStream(join(src.imagesDir, e.name), { highWaterMark: CHUNK_BYTES, signal });
-    } else {
-      const dir = e.kind === 'rootfs-diff' ? src.upperDir : await src.volumeDir(e.name);
-      child = spawn('tar', [...TAR_FLAGS, '-C', dir, '-cf', '-', '.'], { stdio: ['ignore', 'pipe', 'pipe'], signal });
-      stream = child.stdout!;
-    }
-    const exited = child ? childExit(child, 'tar -c') : Promise.resolve();
+    const pieces = e.kind === 'image-file'
+      ? fileChunks(join(src.imagesDir, e.name), signal)
+      : tarChunks(e.kind === 'rootfs-diff' ? src.upperDir : await src.volumeDir(e.name), signal);
     let bytes = 0;
     let seq = 0;
     // Hold one chunk back so the last one can carry the end-of-entry flag.
     let held: Buffer | null = null;
-    for await (const piece of rechunk(stream)) {
-      if (held) { await send(i, seq++, held, false); bytes += held.length; }
+    for await (const piece of pieces) {
+      if (held) { await send(i, seq++, held, false); bytes += held.length - CHUNK_HEADER_BYTES; }
       held = piece;
     }
-    await exited;
-    const last = held ?? Buffer.alloc(0);
+    const last = held ?? Buffer.allocUnsafe(CHUNK_HEADER_BYTES);
     await send(i, seq++, last, true);
-    bytes += last.length;
+    bytes += last.length - CHUNK_HEADER_BYTES;
     out.push({ bytes, chunks: seq });
   }
   return out;
 }
 
-/** Re-cuts a stream into pieces of exactly CHUNK_BYTES (the last one shorter). */
-async function* rechunk(stream: Readable): AsyncGenerator<Buffer> {
-  let parts: Buffer[] = [];
-  let size = 0;
-  for await (const b of stream as AsyncIterable<Buffer>) {
-    let buf = b;
-    while (size + buf.length >= CHUNK_BYTES) {
-      const take = CHUNK_BYTES - size;
-      parts.push(buf.subarray(0, take));
-      yield parts.length === 1 ? parts[0]! : Buffer.concat(parts, CHUNK_BYTES);
-      buf = buf.subarray(take);
-      parts = [];
-      size = 0;
+/** A file read straight into chunk buffers (header room in front): no intermediate copies. */
+async function* fileChunks(path: string, signal: AbortSignal): AsyncGenerator<Buffer> {
+  const fh = await open(path, 'r');
+  try {
+    for (;;) {
+      signal.throwIfAborted();
+      const buf = newChunk();
+      const { bytesRead } = await fh.read(buf, CHUNK_HEADER_BYTES, CHUNK_BYTES, null);
+      if (bytesRead === 0) return;
+      yield bytesRead === CHUNK_BYTES ? buf : buf.subarray(0, CHUNK_HEADER_BYTES + bytesRead);
     }
-    if (buf.length) { parts.push(buf); size += buf.length; }
+  } finally {
+    await fh.close();
   }
-  if (size) yield Buffer.concat(parts, size);
+}
+
+/** A directory as a tar stream, cut into chunk buffers. */
+async function* tarChunks(dir: string, signal: AbortSignal): AsyncGenerator<Buffer> {
+  const child = spawn('tar', [...TAR_FLAGS, '-C', dir, '-cf', '-', '.'], { stdio: ['ignore', 'pipe', 'pipe'], signal });
+  const exited = childExit(child, 'tar -c');
+  exited.catch(() => undefined);
+  let buf = newChunk();
+  let fill = CHUNK_HEADER_BYTES;
+  for await (const piece of child.stdout as AsyncIterable<Buffer>) {
+    let off = 0;
+    while (off < piece.length) {
+      const n = Math.min(piece.length - off, buf.length - fill);
+      piece.copy(buf, fill, off, off + n);
+      fill += n;
+      off += n;
+      if (fill === buf.length) { yield buf; buf = newChunk(); fill = CHUNK_HEADER_BYTES; }
+    }
+  }
+  await exited;
+  if (fill > CHUNK_HEADER_BYTES) yield buf.subarray(0, fill);
 }
 
 function childExit(child: ChildProcess, what: string): Promise<void> {

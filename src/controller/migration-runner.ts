@@ -86,18 +86,24 @@ export class MigrationRunner {
       const cp = await this.step('checkpointing', 'checkpoint', async () => {
         // Registered before the call: a dump that fails half-way, or whose reply is lost, still gets undone.
         this.undo.push({ name: 'roll back source', fn: async () => { await this.source.call(AgentApi.RollbackSource, { migrationId: this.id }, { timeoutMs: 120_000 }); } });
-        freezeStart = performance.now();
-        return this.source.call(AgentApi.Checkpoint, { migrationId: this.id, containerId: this.located.id, peer: this.dest.name, token }, { signal: deadline });
+        const called = performance.now();
+        const r = await this.source.call(AgentApi.Checkpoint, { migrationId: this.id, containerId: this.located.id, peer: this.dest.name, token }, { signal: deadline });
+        // The freeze began when CRIU stopped the tasks, not when we asked: the agent says how long that took.
+        freezeStart = called + (r.timings.beforeFreeze ?? 0);
+        this.agentTimings('checkpoint', r.timings);
+        return r;
       });
       await this.step('transferring', 'transfer', async () => {
         const r = await this.dest.call(AgentApi.Pull, {
           migrationId: this.id, source: { host: this.source.name, url: this.source.url }, token, manifest: cp.manifest,
         }, { signal: deadline });
         this.bytes = r.bytes;
+        this.agentTimings('transfer', r.timings);
       });
       await this.step('restoring', 'restore', async () => {
-        await this.dest.call(AgentApi.Restore, { migrationId: this.id }, { signal: deadline });
+        const r = await this.dest.call(AgentApi.Restore, { migrationId: this.id }, { signal: deadline });
         downtime = ms(freezeStart);
+        this.agentTimings('restore', r.timings);
       });
     } catch (e) {
       return await this.rollBack(asFerryError(e), t0);
@@ -226,6 +232,11 @@ export class MigrationRunner {
       }
     }
     return errors;
+  }
+
+  /** An agent's own breakdown of a phase, kept in the report as "phase.part". */
+  private agentTimings(phase: string, t: Record<string, number>): void {
+    for (const [k, v] of Object.entries(t)) if (k !== phase) this.phases[`${phase}.${k}`] = v;
   }
 
   private to(next: Phase, data?: Record<string, unknown>): void {

@@ -18,8 +18,30 @@ const packr = new Packr({
   variableMapSize: true,
 });
 
+/**
+ * Chunk frames are not msgpack: bulk data must not be copied into an encoder. A chunk is a binary message
+ * `0xFE | u32 s | u32 e | u32 q | u8 f | 8-byte h | data` (big-endian). 0xFE can never start a valid
+ * frame otherwise (every other frame is a msgpack map), so the two never collide.
+ */
+export const CHUNK_MAGIC = 0xfe;
+export const CHUNK_HEADER_BYTES = 22;
+
+/** Writes a chunk header into the first CHUNK_HEADER_BYTES of `buf`, whose rest already holds the data. */
+export function writeChunkHeader(buf: Buffer, s: number, e: number, q: number, last: boolean, hash: Uint8Array): void {
+  buf[0] = CHUNK_MAGIC;
+  buf.writeUInt32BE(s, 1);
+  buf.writeUInt32BE(e, 5);
+  buf.writeUInt32BE(q, 9);
+  buf[13] = last ? 1 : 0;
+  buf.set(hash, 14);
+}
+
 export function encodeFrame(f: Frame): Buffer {
-  return packr.pack(f);
+  if (f.t !== 'chunk') return packr.pack(f);
+  const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + f.d.length);
+  buf.set(f.d, CHUNK_HEADER_BYTES);
+  writeChunkHeader(buf, f.s, f.e, f.q, f.f, f.h);
+  return buf;
 }
 
 type Obj = Record<string, unknown>;
@@ -42,6 +64,13 @@ const bad = (why: string): FerryError => new FerryError('E_PROTOCOL', `malformed
  */
 export function decodeFrame(buf: Uint8Array, maxBytes: number): Frame {
   if (buf.length > maxBytes) throw new FerryError('E_PROTOCOL', `frame of ${buf.length} bytes exceeds the ${maxBytes}-byte cap`);
+  if (buf[0] === CHUNK_MAGIC) {
+    if (buf.length < CHUNK_HEADER_BYTES) throw bad('short chunk');
+    const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+    const f = b[13];
+    if (f !== 0 && f !== 1) throw bad('chunk flag');
+    return { t: 'chunk', s: b.readUInt32BE(1), e: b.readUInt32BE(5), q: b.readUInt32BE(9), f: f === 1, h: b.subarray(14, 22), d: b.subarray(CHUNK_HEADER_BYTES) };
+  }
   let v: unknown;
   try {
     v = packr.unpack(buf);
@@ -77,10 +106,6 @@ export function decodeFrame(buf: Uint8Array, maxBytes: number): Frame {
     case 'cancel':
       if (isUint(v.id)) return { t: 'cancel', id: v.id };
       throw bad('cancel');
-    case 'chunk':
-      if (isUint(v.s) && isUint(v.e) && isUint(v.q) && isBytes(v.d, maxBytes) && isBytes(v.h, 8) && v.h.length === 8 && typeof v.f === 'boolean')
-        return { t: 'chunk', s: v.s, e: v.e, q: v.q, d: v.d, h: v.h, f: v.f };
-      throw bad('chunk');
     default:
       throw bad(`unknown type ${JSON.stringify(String(v.t)).slice(0, 40)}`);
   }

@@ -23,7 +23,7 @@ export interface EventFrame { t: 'evt'; m: string; p: unknown }
 export interface CancelFrame { t: 'cancel'; id: number }
 /**
  * A piece of bulk data belonging to request `s` (the pull request that asked for it), entry `e` of its
- * manifest, sequence `q` within the entry. `h` is the xxh3-64 of `d`; `f` marks the entry's last chunk.
+ * manifest, sequence `q` within the entry. `h` is the XXH64 (seed 0) of `d`, big-endian; `f` marks the entry's last chunk.
  */
 export interface ChunkFrame { t: 'chunk'; s: number; e: number; q: number; d: Uint8Array; h: Uint8Array; f: boolean }
 

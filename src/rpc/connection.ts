@@ -1,11 +1,11 @@
 // A typed request/response/event/chunk channel over one authenticated WebSocket.
 
 import { EventEmitter } from 'node:events';
-import { xxh3 } from '@node-rs/xxhash';
+import { xxh64 } from '@node-rs/xxhash';
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import {
-  CHUNK_BYTES, FerryError, MAX_FRAME_BYTES, decodeFrame, encodeFrame, fromWire, toWire,
+  CHUNK_BYTES, CHUNK_HEADER_BYTES, FerryError, MAX_FRAME_BYTES, decodeFrame, encodeFrame, fromWire, toWire, writeChunkHeader,
   type ChunkFrame, type EventType, type Frame, type Method, type PeerRole,
 } from '../protocol/index.js';
 import type { Logger } from '../log/logger.js';
@@ -15,8 +15,11 @@ export interface CallContext {
   readonly conn: Connection;
   readonly signal: AbortSignal;
   readonly requestId: number;
-  /** Streams bulk data back to the caller as chunk frames tied to this request. */
-  sendChunk(entry: number, seq: number, data: Uint8Array, last: boolean): Promise<void>;
+  /**
+   * Streams bulk data back to the caller as a chunk frame tied to this request. `buf` holds the data from
+   * offset CHUNK_HEADER_BYTES on; the header is written in place, so the data is never copied.
+   */
+  sendChunk(entry: number, seq: number, buf: Buffer, last: boolean): Promise<void>;
 }
 export type Handler = (params: unknown, ctx: CallContext) => Promise<unknown>;
 export interface HandlerEntry { method: Method<any, any>; handler: Handler; roles: readonly PeerRole[] }
@@ -51,7 +54,7 @@ const HEARTBEAT_MS = 10_000;
 
 export const checksum = (data: Uint8Array): Buffer => {
   const b = Buffer.allocUnsafe(8);
-  b.writeBigUInt64BE(xxh3.xxh64(data));
+  b.writeBigUInt64BE(xxh64(data));
   return b;
 };
 
@@ -141,11 +144,15 @@ export class Connection extends EventEmitter {
     this.ws.send(encodeFrame(f), { binary: true }, cb);
   }
 
-  private async sendChunkFrame(f: ChunkFrame, signal: AbortSignal): Promise<void> {
-    if (f.d.length > CHUNK_BYTES) throw new FerryError('E_INTERNAL', 'chunk larger than CHUNK_BYTES');
+  private async sendChunkFrame(s: number, e: number, q: number, buf: Buffer, last: boolean, signal: AbortSignal): Promise<void> {
+    if (buf.length - CHUNK_HEADER_BYTES > CHUNK_BYTES) throw new FerryError('E_INTERNAL', 'chunk larger than CHUNK_BYTES');
     signal.throwIfAborted();
     if (this.closedWith) throw this.closedWith;
-    const written = new Promise<void>((resolve, reject) => this.sendFrame(f, (err) => (err ? reject(new FerryError('E_UNAVAILABLE', `peer ${this.peerName} went away`)) : resolve())));
+    writeChunkHeader(buf, s, e, q, last, checksum(buf.subarray(CHUNK_HEADER_BYTES)));
+    const written = new Promise<void>((resolve, reject) => {
+      if (this.ws.readyState !== this.ws.OPEN) { reject(new FerryError('E_UNAVAILABLE', `peer ${this.peerName} went away`)); return; }
+      this.ws.send(buf, { binary: true }, (err) => (err ? reject(new FerryError('E_UNAVAILABLE', `peer ${this.peerName} went away`)) : resolve()));
+    });
     // Only wait for the socket when it is backed up: bounded memory without a round trip per chunk.
     if (this.ws.bufferedAmount > SEND_HIGH_WATER) await written;
     else written.catch(() => undefined);
@@ -230,8 +237,7 @@ export class Connection extends EventEmitter {
       conn: this,
       signal,
       requestId: id,
-      sendChunk: (entryIdx, seq, data, last) =>
-        this.sendChunkFrame({ t: 'chunk', s: id, e: entryIdx, q: seq, d: data, h: checksum(data), f: last }, signal),
+      sendChunk: (entryIdx, seq, buf, last) => this.sendChunkFrame(id, entryIdx, seq, buf, last, signal),
     };
     try {
       const r = await entry.handler(parsed.data, ctx);

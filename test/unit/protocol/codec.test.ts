@@ -13,9 +13,9 @@ describe('codec golden bytes', () => {
   it('encodes a cancel', () => {
     expect(hex(encodeFrame({ t: 'cancel', id: 7 }))).toBe('82a174a663616e63656ca26964' + '07');
   });
-  it('encodes a chunk with binary payload and checksum', () => {
+  it('encodes a chunk as a fixed binary header followed by the raw data', () => {
     const f: Frame = { t: 'chunk', s: 3, e: 0, q: 1, d: Buffer.from([1, 2, 3]), h: Buffer.alloc(8, 0xab), f: true };
-    expect(hex(encodeFrame(f))).toBe('87a174a56368756e6ba17303a16500a17101a164c403010203a168c408abababababababab' + 'a166c3');
+    expect(hex(encodeFrame(f))).toBe('fe' + '00000003' + '00000000' + '00000001' + '01' + 'abababababababab' + '010203');
   });
 });
 
@@ -47,7 +47,8 @@ describe('decodeFrame', () => {
     ['req without id', encodeFrame({ t: 'req', m: 'x', p: 1 } as unknown as Frame)],
     ['negative id', encodeFrame({ t: 'res', id: -1, r: 1 } as unknown as Frame)],
     ['err with unknown code', encodeFrame({ t: 'err', id: 1, e: { code: 'E_WHATEVER', message: 'm' } } as unknown as Frame)],
-    ['chunk with short checksum', encodeFrame({ t: 'chunk', s: 1, e: 0, q: 0, d: Buffer.alloc(1), h: Buffer.alloc(4), f: true } as unknown as Frame)],
+    ['chunk shorter than its header', Buffer.from('fe0000000100', 'hex')],
+    ['chunk with a bad flag byte', Buffer.from(`fe${'00'.repeat(12)}02${'00'.repeat(8)}`, 'hex')],
     ['auth with unknown role', encodeFrame({ t: 'auth', v: [1, 0], role: 'root', name: 'x', nonce: Buffer.alloc(32), mac: Buffer.alloc(32) } as unknown as Frame)],
   ])('rejects %s with E_PROTOCOL', (_name, buf) => {
     expect(() => decodeFrame(buf, MAX_FRAME_BYTES)).toThrow(expect.objectContaining({ code: 'E_PROTOCOL' }));

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { z } from 'zod';
-import { encodeFrame, method, MAX_FRAME_BYTES, PROTOCOL_VERSION, FerryError, type Frame } from '../../../src/protocol/index.js';
+import { CHUNK_HEADER_BYTES, encodeFrame, method, MAX_FRAME_BYTES, PROTOCOL_VERSION, FerryError, type Frame } from '../../../src/protocol/index.js';
 import { Connection, type HandlerEntry } from '../../../src/rpc/connection.js';
 import { acceptPeers, dial, WS_OPTIONS } from '../../../src/rpc/handshake.js';
 import { silentLogger } from '../../../src/log/logger.js';
@@ -32,7 +32,7 @@ async function server(): Promise<Server> {
     } },
     { method: Stream, roles: ['controller'], handler: async (p, ctx) => {
       const { n, corrupt } = p as { n: number; corrupt: boolean };
-      for (let i = 0; i < n; i++) await ctx.sendChunk(0, i, Buffer.alloc(1000, i), i === n - 1);
+      for (let i = 0; i < n; i++) await ctx.sendChunk(0, i, Buffer.alloc(CHUNK_HEADER_BYTES + 1000, i), i === n - 1);
       if (corrupt) {
         // A frame whose payload does not match its checksum, as a flipped bit on the way would produce.
         (ctx.conn as unknown as { ws: WebSocket }).ws.send(encodeFrame({ t: 'chunk', s: ctx.requestId, e: 1, q: 0, d: Buffer.from('x'), h: Buffer.alloc(8), f: true }));

@@ -1,0 +1,90 @@
+#!/bin/sh
+# ferry-runc: the runc that every Ferry dockerd uses (dockerd --add-runtime ferry-runc=/opt/ferry/bin/ferry-runc
+# --default-runtime ferry-runc). install-host.sh copies this file to /opt/ferry/bin/ferry-runc and writes the
+# absolute path of the real runc into REAL_RUNC, so nothing here depends on the repository at run time.
+#
+# What it changes, and why:
+#  * every call: `--criu /opt/ferry/bin/criu`, because only CRIU 4.2.x can dump inet sockets on kernels >= 6.16.
+#  * checkpoint/restore: `--tcp-established` (Ferry keeps client connections) and
+#    CRIU_CONFIG_FILE=/opt/ferry/etc/criu.conf (options runc never sets itself, e.g. the nftables network lock).
+#  * restore: if the --image-path directory holds a file `ferry-images`, its first line replaces the image path.
+#    Ferry places such a placeholder in <data-root>/containers/<id>/checkpoints/<name>/ so that
+#    `docker start --checkpoint <name>` restores straight from Ferry's own image directory instead of pushing
+#    the pages through containerd's content store (tar + sha256, ~50 MB/s, and a leaked copy per restore).
+# Nothing is ever written to stdout: runc's stdout belongs to its caller (containerd-shim parses some of it).
+# POSIX sh only (dash): the argument vector is rebuilt with `set --`, so values with spaces stay intact.
+
+REAL_RUNC=/usr/sbin/runc        # rewritten by install-host.sh
+CRIU=/opt/ferry/bin/criu
+CRIU_CONF=/opt/ferry/etc/criu.conf
+LOG_DIR=/var/log/ferry
+
+# Find the subcommand: the first argument that is neither a runc global flag nor the value of one.
+sub="" root="" skip=0 prev="" pos=0 has_tcp=0
+for a in "$@"; do [ "$a" = --tcp-established ] && has_tcp=1; done
+for a in "$@"; do
+  pos=$((pos + 1))
+  if [ "$skip" = 1 ]; then skip=0; [ "$prev" = root ] && root=$a; continue; fi
+  case "$a" in
+    --root=*|-root=*) root=${a#*=} ;;
+    --root|-root) skip=1; prev=root ;;
+    --log|-log|--log-format|-log-format|--criu|-criu|--rootless|-rootless) skip=1; prev=other ;;
+    -*) ;;
+    *) sub=$a; break ;;
+  esac
+done
+
+case "$sub" in
+  checkpoint|restore) ;;
+  *) exec "$REAL_RUNC" --criu "$CRIU" "$@" ;;
+esac
+
+# Prints the directory to restore from: the first line of DIR/ferry-images if that file exists and is not empty.
+image_dir() {
+  real=""
+  [ -f "$1/ferry-images" ] && IFS= read -r real < "$1/ferry-images"
+  if [ -n "$real" ]; then printf '%s' "$real"; else printf '%s' "$1"; fi
+}
+
+# Rebuild argv: globals, subcommand, --tcp-established, then the subcommand's arguments (with --image-path
+# redirected for restore). The for-list is expanded once, so appending to "$@" inside the loop is safe.
+n=$# i=0 want_img=0 redirected=""
+for a in "$@"; do
+  i=$((i + 1))
+  if [ "$i" -le "$pos" ]; then
+    set -- "$@" "$a"
+    [ "$i" = "$pos" ] && [ "$has_tcp" = 0 ] && set -- "$@" --tcp-established
+    continue
+  fi
+  if [ "$sub" = restore ]; then
+    if [ "$want_img" = 1 ]; then
+      want_img=0; v=$a; a=$(image_dir "$v")
+      [ "$a" = "$v" ] || redirected="$v -> $a"
+    else
+      case "$a" in
+        --image-path|-image-path) want_img=1 ;;
+        --image-path=*|-image-path=*)
+          v=${a#*=}; r=$(image_dir "$v"); a=${a%%=*}=$r
+          [ "$r" = "$v" ] || redirected="$v -> $r" ;;
+      esac
+    fi
+  fi
+  set -- "$@" "$a"
+done
+shift "$n"
+
+# One line per checkpoint/restore. The host name comes from dockerd's environment (hosts.sh sets FERRY_HOST),
+# else from the runc root (/run/ferry/<host>/runtime-ferry-runc/moby), else the caller's pid.
+host=${FERRY_HOST:-}
+if [ -z "$host" ]; then
+  case "$root" in /run/ferry/*/*) host=${root#/run/ferry/}; host=${host%%/*} ;; *) host=pid$PPID ;; esac
+fi
+{
+  mkdir -p "$LOG_DIR" && \
+  printf '%s pid=%s %s%s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)" "$$" "$sub" \
+    "${redirected:+ (image-path $redirected)}" "$REAL_RUNC --criu $CRIU $*" >> "$LOG_DIR/runc-$host.log"
+} 2>/dev/null </dev/null >/dev/null
+
+CRIU_CONFIG_FILE=$CRIU_CONF
+export CRIU_CONFIG_FILE
+exec "$REAL_RUNC" --criu "$CRIU" "$@"
