@@ -10,6 +10,8 @@ npx vitest run --reporter=default --reporter=json --outputFile.json=.ferry/vites
 # One plain summary line, for any reader of the log: "N passed, N failed".
 node -e '
   const r = JSON.parse(require("fs").readFileSync(".ferry/vitest.json", "utf8"));
-  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
+  // A suite that fails in a hook fails no single test; count it, so the line never hides a failure.
+  const failed = r.numFailedTests > 0 ? r.numFailedTests : r.numFailedTestSuites;
+  console.log(`tests: ${r.numPassedTests} passed, ${failed} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
 ' || true
 exit $status

@@ -2,7 +2,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync, closeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../protocol/index.js';
@@ -85,6 +85,8 @@ export class LocalCluster {
     for (const h of cfg?.hosts ?? []) rmSync(h.dataDir, { recursive: true, force: true });
     rmSync(cfg?.stateDir ?? this.o.stateDir, { recursive: true, force: true });
     rmSync(this.o.file, { force: true });
+    // The cluster's own directory goes too when nothing else lives in it.
+    try { rmdirSync(dirname(this.o.file)); } catch { /* not empty or already gone */ }
   }
 
   async startAgent(cfg: ClusterConfig, name: string, env: Record<string, string>, signal: AbortSignal): Promise<void> {

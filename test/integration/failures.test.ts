@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import { MAX_FRAME_BYTES } from '../../src/protocol/index.js';
 import { dial } from '../../src/rpc/handshake.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { cli, cluster, docker, expectNoResidue, expectOnlyOn, migrate, restartAgent, removeEverywhere, removeVolumeEverywhere } from './helpers.js';
+import { cli, cluster, containersNamed, docker, expectNoResidue, expectOnlyOn, migrate, restartAgent, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 const NAME = 'it-fail-counter';
@@ -20,8 +20,9 @@ async function counterLog(host: string): Promise<number[]> {
 }
 
 /** The source is intact: still the only copy, still counting, and its history has no gap or restart. */
-async function expectStillRunningOnSource(): Promise<void> {
-  await expectOnlyOn(NAME, A);
+async function expectStillRunningOnSource(opts: { destinationClean: boolean } = { destinationClean: true }): Promise<void> {
+  if (opts.destinationClean) await expectOnlyOn(NAME, A);
+  else expect((await docker(A).getContainer(NAME).inspect()).State.Running).toBe(true);
   const before = (await counterLog(A)).length;
   await expect.poll(async () => (await counterLog(A)).length, { timeout: 10_000 }).toBeGreaterThan(before + 10);
   const xs = await counterLog(A);
@@ -37,7 +38,7 @@ beforeAll(async () => {
     HostConfig: { NetworkMode: 'none', Mounts: [{ Type: 'volume', Source: VOL, Target: '/data' }], RestartPolicy: { Name: 'always', MaximumRetryCount: 0 } },
   });
   await c.start();
-  await expect.poll(async () => (await counterLog(A).catch(() => [])).length, { timeout: 10_000 }).toBeGreaterThan(10);
+  await waitFor(() => counterLog(A), (xs) => xs.length > 10, 10_000, 'the counter to start');
 });
 afterAll(async () => {
   await removeEverywhere(NAME);
@@ -63,7 +64,9 @@ describe('failure injected on the destination', () => {
     const r = await migrate(NAME, B);
     expect(r.result).toBe('rolled_back');
     expect(r.error?.code).toBe('E_UNAVAILABLE');
-    await expectStillRunningOnSource();
+    // The dead agent could not remove its half-made container yet, but it never ran.
+    await expectStillRunningOnSource({ destinationClean: false });
+    expect((await containersNamed(B, NAME)).map((c) => c.State)).toEqual(['created']);
     // The half-made destination container is removed by the agent's reaper at its next start.
     await restartAgent(B);
     await expectOnlyOn(NAME, A);

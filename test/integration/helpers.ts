@@ -10,9 +10,30 @@ import { ControllerApi, type MigrationReport } from '../../src/protocol/index.js
 import { dial } from '../../src/rpc/handshake.js';
 import type { Connection } from '../../src/rpc/connection.js';
 import { silentLogger } from '../../src/log/logger.js';
+import { run } from '../../src/util/exec.js';
 import { loadCluster, type ClusterConfig } from '../../src/cluster.js';
 import { packageRoot } from '../../src/cli/local-cluster.js';
 import { TEST_CLUSTER_FILE, testCluster } from './cluster.js';
+
+/**
+ * Waits until `probe` returns a value `ok` accepts, checking every 50 ms, bounded by `timeoutMs`; usable in
+ * hooks, where expect.poll is not. This waits for a state, never for an amount of time.
+ */
+export async function waitFor<T>(probe: () => Promise<T> | T, ok: (v: T) => boolean, timeoutMs: number, what: string): Promise<T> {
+  const until = performance.now() + timeoutMs;
+  let last: T | undefined;
+  let err: unknown;
+  while (performance.now() < until) {
+    try {
+      last = await probe();
+      if (ok(last)) return last;
+    } catch (e) {
+      err = e;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what} (last: ${JSON.stringify(last)}${err ? `, error: ${(err as Error).message}` : ''})`);
+}
 
 export const cluster = (): ClusterConfig => loadCluster(TEST_CLUSTER_FILE);
 export const docker = (host: string): Docker => new Docker({ socketPath: `/run/ferry/${host}.sock` });
@@ -50,14 +71,14 @@ export async function restartAgent(host: string, env: Record<string, string> = {
   const cfg = cluster();
   await lc.stopAgent(cfg, host);
   await lc.startAgent(cfg, host, env, AbortSignal.timeout(60_000));
-  await expect.poll(async () => {
+  await waitFor(async () => {
     const c = await controller();
     try {
       return (await c.request(ControllerApi.ListHosts, {})).find((h) => h.name === host)?.connected;
     } finally {
       c.close();
     }
-  }, { timeout: 30_000, interval: 100 }).toBe(true);
+  }, (v) => v === true, 30_000, `the controller to reconnect to ${host}`);
 }
 
 export async function killAgent(host: string): Promise<void> {
@@ -81,8 +102,11 @@ export async function expectOnlyOn(name: string, on: string): Promise<void> {
   }
 }
 
-/** Asserts nothing of any migration is left: no image dirs, no checkpoint copies, no labelled leftovers. */
+/** Asserts nothing of any migration is left: no image dirs, no checkpoint copies, no never-started containers, no network locks. */
 export async function expectNoResidue(): Promise<void> {
+  // A CRIU dump locks the container's connections with an nftables table that only a restore removes.
+  const tables = (await run('nft', ['list', 'tables'], { allowFailure: true })).stdout;
+  expect(tables.split('\n').filter((l) => l.includes('CRIU-')), 'CRIU network locks left behind').toEqual([]);
   for (const h of cluster().hosts) {
     const dirs = existsSync(h.dataDir) ? readdirSync(h.dataDir) : [];
     expect(dirs, `migration state left on ${h.name}`).toEqual([]);

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, expectNoResidue, expectOnlyOn, migrate, RedisConn, removeEverywhere, removeVolumeEverywhere } from './helpers.js';
+import { docker, expectNoResidue, expectOnlyOn, migrate, RedisConn, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 
@@ -37,7 +37,7 @@ describe('stop-and-copy: counter with rw layer and volume', () => {
       HostConfig: { NetworkMode: 'none', Mounts: [{ Type: 'volume', Source: VOL, Target: '/data' }], RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 } },
     });
     await c.start();
-    await expect.poll(async () => (await counterLog(A, VOL)).length, { timeout: 10_000 }).toBeGreaterThan(20);
+    await waitFor(() => counterLog(A, VOL), (xs) => xs.length > 20, 10_000, 'the counter to start');
   });
   afterAll(async () => {
     await removeEverywhere(NAME);
@@ -77,13 +77,12 @@ describe('stop-and-copy: Redis under a live client on one TCP connection', () =>
       HostConfig: { NetworkMode: 'host' },
     });
     await c.start();
-    await expect.poll(async () => {
-      const r = await RedisConn.open(PORT).catch(() => null);
-      if (!r) return false;
+    await waitFor(async () => {
+      const r = await RedisConn.open(PORT);
       const pong = await r.cmd('PING');
       r.close();
-      return pong === '+PONG';
-    }, { timeout: 10_000 }).toBe(true);
+      return pong;
+    }, (p) => p === '+PONG', 10_000, 'redis to answer');
   });
   afterAll(async () => { await removeEverywhere(NAME); });
 
