@@ -16,6 +16,7 @@ const TAR_FLAGS = ['--xattrs', '--xattrs-include=*', '--numeric-owner'];
 /** Sends one chunk: `buf` carries the data from CHUNK_HEADER_BYTES on (the header is written in place). */
 type Send = (entry: number, seq: number, buf: Buffer, last: boolean) => Promise<void>;
 
+const MAX_WRITES_IN_FLIGHT = 8;
 const newChunk = (): Buffer => Buffer.allocUnsafe(CHUNK_HEADER_BYTES + CHUNK_BYTES);
 
 /** Streams every entry in manifest order; returns per-entry byte and chunk counts for the receiver to check. */
@@ -42,18 +43,31 @@ export async function sendEntries(entries: ManifestEntry[], src: EntrySources, s
   return out;
 }
 
-/** A file read straight into chunk buffers (header room in front): no intermediate copies. */
+/**
+ * A file read straight into chunk buffers (header room in front): no intermediate copies. The next read
+ * is already in flight while the current chunk is sent, so disk and socket overlap.
+ */
 async function* fileChunks(path: string, signal: AbortSignal): AsyncGenerator<Buffer> {
   const fh = await open(path, 'r');
+  let pos = 0;
+  const readAt = async (at: number): Promise<Buffer> => {
+    const buf = newChunk();
+    const { bytesRead } = await fh.read(buf, CHUNK_HEADER_BYTES, CHUNK_BYTES, at);
+    return bytesRead === CHUNK_BYTES ? buf : buf.subarray(0, CHUNK_HEADER_BYTES + bytesRead);
+  };
+  let next = readAt(pos);
   try {
     for (;;) {
       signal.throwIfAborted();
-      const buf = newChunk();
-      const { bytesRead } = await fh.read(buf, CHUNK_HEADER_BYTES, CHUNK_BYTES, null);
-      if (bytesRead === 0) return;
-      yield bytesRead === CHUNK_BYTES ? buf : buf.subarray(0, CHUNK_HEADER_BYTES + bytesRead);
+      const buf = await next;
+      const n = buf.length - CHUNK_HEADER_BYTES;
+      if (n === 0) return;
+      pos += n;
+      next = readAt(pos);
+      yield buf;
     }
   } finally {
+    await next.catch(() => undefined);
     await fh.close();
   }
 }
@@ -96,6 +110,9 @@ export class EntryReceiver {
   private current = -1;
   private nextSeq = 0;
   private file: FileHandle | null = null;
+  private filePos = 0;
+  /** Positioned writes still in flight: chunks are checked in order, but the disk need not be waited for each. */
+  private writes: Promise<unknown>[] = [];
   private tar: ChildProcess | null = null;
   private tarDone: Promise<void> | null = null;
   private readonly received: { bytes: number; chunks: number; done: boolean }[];
@@ -140,6 +157,7 @@ export class EntryReceiver {
 
   /** Releases whatever is open; after a failure the caller removes the partial files. */
   async dispose(): Promise<void> {
+    for (const w of this.writes.splice(0)) await w.catch(() => undefined);
     await this.file?.close().catch(() => undefined);
     this.file = null;
     if (this.tar && this.tar.exitCode === null) this.tar.kill('SIGKILL');
@@ -151,6 +169,7 @@ export class EntryReceiver {
     if (e.kind === 'image-file') {
       // 'wx': never overwrite, never follow a planted symlink.
       this.file = await open(join(this.dst.imagesDir, e.name), 'wx', 0o600);
+      this.filePos = 0;
       return;
     }
     const dir = e.kind === 'rootfs-diff' ? this.dst.upperDir : await this.dst.volumeDir(e.name);
@@ -161,7 +180,14 @@ export class EntryReceiver {
   }
 
   private async write(d: Uint8Array): Promise<void> {
-    if (this.file) { await this.file.write(d); return; }
+    if (this.file) {
+      const w = this.file.write(d, 0, d.length, this.filePos);
+      w.catch(() => undefined);
+      this.filePos += d.length;
+      this.writes.push(w);
+      if (this.writes.length >= MAX_WRITES_IN_FLIGHT) await this.writes.shift();
+      return;
+    }
     const stdin = this.tar!.stdin!;
     if (!stdin.write(d)) {
       await new Promise<void>((resolve, reject) => {
@@ -174,7 +200,13 @@ export class EntryReceiver {
   }
 
   private async closeEntry(_i: number): Promise<void> {
-    if (this.file) { await this.file.close(); this.file = null; return; }
+    if (this.file) {
+      const pending = this.writes.splice(0);
+      for (const w of pending) await w;
+      await this.file.close();
+      this.file = null;
+      return;
+    }
     this.tar!.stdin!.end();
     await this.tarDone;
     this.tar = null;
