@@ -161,7 +161,7 @@ export class Agent {
       conn.close();
     }
     await this.states.save({ ...st, pulled: true });
-    return { bytes: receiver.bytes, timings: { dial: dialMs, stream: since(t0) - dialMs } };
+    return { bytes: receiver.bytes, timings: { dial: dialMs, stream: since(t0) - dialMs, ...receiver.kindMs } };
   }
 
   private async restore(p: P<'Restore'>, _c: CallContext): R<'Restore'> {
@@ -229,10 +229,10 @@ export class Agent {
     const policyOff = st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no';
     if (policyOff) await this.docker.setRestartPolicy(d.id, { name: 'no', maximumRetryCount: 0 });
     const t0 = performance.now();
-    // The workload runs until CRIU freezes it: the controller subtracts this from the freeze it measures.
-    timings.beforeFreeze = since(tStart);
     try {
-      await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, this.states.imagesDir(p.migrationId), this.states.workDir(p.migrationId), c.signal);
+      const { frozenAt } = await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, d.pid, this.states.imagesDir(p.migrationId), this.states.workDir(p.migrationId), c.signal);
+      // The workload ran until it was frozen: the controller subtracts this from the freeze it measures.
+      timings.beforeFreeze = Math.round((frozenAt - tStart) * 10) / 10;
     } catch (e) {
       if (policyOff) await this.docker.setRestartPolicy(d.id, st.restartPolicy).catch(() => undefined);
       await this.states.remove(p.migrationId).catch(() => undefined);

@@ -24,6 +24,8 @@ async function main(): Promise<void> {
   const running = await startAgent(cfg, log);
   const shutdown = (sig: string): void => {
     log.info({ sig }, 'shutting down');
+    // Peers get a close frame; one that does not answer within a second does not hold the exit.
+    setTimeout(() => process.exit(0), 1000).unref();
     running.close().finally(() => process.exit(0));
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));

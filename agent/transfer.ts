@@ -122,9 +122,14 @@ export class EntryReceiver {
     this.received = entries.map(() => ({ bytes: 0, chunks: 0, done: false }));
   }
 
+  /** Milliseconds from the first to the last chunk of each entry kind, for the timing report. */
+  readonly kindMs: Record<string, number> = {};
+  private entryStart = 0;
+
   async accept(c: ChunkFrame): Promise<void> {
     this.signal.throwIfAborted();
     if (c.e !== this.current) {
+      this.entryStart = performance.now();
       // Entries arrive one after another; a new entry may only start once the previous one finished.
       if (c.e !== this.current + 1 || (this.current >= 0 && !this.received[this.current]!.done) || c.q !== 0)
         throw new FerryError('E_INTEGRITY', `chunk for entry ${c.e} seq ${c.q} arrived out of order`);
@@ -140,7 +145,12 @@ export class EntryReceiver {
     r.chunks++;
     this.bytes += c.d.length;
     this.onBytes(c.d.length);
-    if (c.f) { await this.closeEntry(c.e); r.done = true; }
+    if (c.f) {
+      await this.closeEntry(c.e);
+      r.done = true;
+      const k = this.entries[c.e]!.kind;
+      this.kindMs[k] = (this.kindMs[k] ?? 0) + Math.round((performance.now() - this.entryStart) * 10) / 10;
+    }
   }
 
   /** Compares what arrived with what the source says it sent; any difference is corruption or truncation. */

@@ -5,7 +5,7 @@
 // TCP connection that stays open across the move. Also reported: each tool's own wall time and bytes.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { cpus, release, totalmem } from 'node:os';
@@ -112,7 +112,7 @@ async function benchFerry(a: HostConfig, b: HostConfig, mib: number, secret: str
   } finally {
     p.close();
     conn.close();
-    await new Docker({ socketPath: b.dockerSocket }).getContainer(name).remove({ force: true });
+    for (const h of [a, b]) await new Docker({ socketPath: h.dockerSocket }).getContainer(name).remove({ force: true }).catch(() => undefined);
   }
 }
 
@@ -158,22 +158,26 @@ async function benchRawCriu(mib: number): Promise<Result> {
   rmSync(root, { recursive: true, force: true });
   mkdirSync(join(root, 'a'), { recursive: true });
   mkdirSync(join(root, 'b'), { recursive: true });
-  const memhog = '/var/cache/ferry/memhog';
+  const memhog = '/var/cache/ferry/memhog'; // the same static binary as in the ferry/memhog image
   const child: ChildProcess = spawn('unshare', ['--pid', '--fork', 'setsid', memhog, ...memhogCmd(mib).slice(1)], { stdio: 'ignore', detached: true });
   const p = await Pinger.open(PORT);
   p.start();
+  // unshare's child is the new namespace's init: memhog itself (setsid execs in place when it can).
+  const pid = Number((await run('pgrep', ['-P', String(child.pid)])).stdout.trim().split('\n')[0]);
   try {
-    const pid = Number((await run('pgrep', ['-P', String(child.pid), '-f', 'memhog'])).stdout.trim().split('\n').pop());
     return await measure(p, async () => {
       const t0 = performance.now();
-      await run(CRIU, ['dump', '-t', String(pid), '-D', join(root, 'a'), '--tcp-established', '--shell-job', '-o', 'dump.log']);
+      const d = await run(CRIU, ['dump', '-t', String(pid), '-D', join(root, 'a'), '--tcp-established', '--shell-job', '-o', 'dump.log'], { allowFailure: true });
+      if (d.code !== 0) throw new Error(`raw criu dump failed: ${(await run('grep', ['Error', join(root, 'a', 'dump.log')], { allowFailure: true })).stdout.slice(0, 500)}`);
       for (const f of readdirSync(join(root, 'a'))) cpSync(join(root, 'a', f), join(root, 'b', f));
       await run(CRIU, ['restore', '-D', join(root, 'b'), '-d', '--tcp-established', '--shell-job', '-o', 'restore.log', '--pidfile', join(root, 'pid')]);
       return { toolMs: performance.now() - t0, bytes: dirBytes(join(root, 'a')) };
     });
   } finally {
     p.close();
-    await run('pkill', ['-9', '-f', `${memhog} --mib ${mib}`], { allowFailure: true });
+    // The restored copy lives in a pid namespace of its own, no longer under unshare: kill it by pid.
+    try { process.kill(Number(readFileSync(join(root, 'pid'), 'utf8')), 'SIGKILL'); } catch { /* not restored */ }
+    try { process.kill(pid, 'SIGKILL'); } catch { /* dumped, so gone */ }
     child.kill('SIGKILL');
     rmSync(root, { recursive: true, force: true });
   }

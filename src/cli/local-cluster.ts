@@ -31,8 +31,15 @@ export interface LocalClusterOptions {
   logDir?: string;
 }
 
+/** Alive and not a zombie: daemons outlive the CLI that started them, and not every init reaps orphans. */
 const alive = (pid: number): boolean => {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try {
+    process.kill(pid, 0);
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 };
 
 export class LocalCluster {
@@ -92,17 +99,19 @@ export class LocalCluster {
   async startAgent(cfg: ClusterConfig, name: string, env: Record<string, string>, signal: AbortSignal): Promise<void> {
     const h = cfg.hosts.find((x) => x.name === name);
     if (!h) throw new FerryError('E_NOT_FOUND', `unknown host ${name}`);
-    if (this.running(`agent-${name}`, cfg.stateDir)) return;
-    mkdirSync(h.dataDir, { recursive: true, mode: 0o700 });
-    this.spawnDaemon(`agent-${name}`, cfg.stateDir, [join(this.root, 'bin/ferry-agent.js')], {
-      FERRY_AGENT_HOST: h.name,
-      FERRY_AGENT_DOCKER_SOCKET: h.dockerSocket,
-      FERRY_AGENT_EXEC_ROOT: h.execRoot,
-      FERRY_AGENT_LISTEN: h.listen,
-      FERRY_AGENT_DATA_DIR: h.dataDir,
-      FERRY_AGENT_SECRET: cfg.secret,
-      ...env,
-    });
+    if (!this.running(`agent-${name}`, cfg.stateDir)) {
+      mkdirSync(h.dataDir, { recursive: true, mode: 0o700 });
+      this.spawnDaemon(`agent-${name}`, cfg.stateDir, [join(this.root, 'bin/ferry-agent.js')], {
+        FERRY_AGENT_HOST: h.name,
+        FERRY_AGENT_DOCKER_SOCKET: h.dockerSocket,
+        FERRY_AGENT_EXEC_ROOT: h.execRoot,
+        FERRY_AGENT_LISTEN: h.listen,
+        FERRY_AGENT_DATA_DIR: h.dataDir,
+        FERRY_AGENT_SECRET: cfg.secret,
+        ...env,
+      });
+    }
+    // Also when it was already running: `up` succeeds only if every agent answers.
     await this.waitReachable(h.agentUrl, cfg.secret, signal);
   }
 
@@ -111,8 +120,7 @@ export class LocalCluster {
   }
 
   async startController(cfg: ClusterConfig, signal: AbortSignal): Promise<void> {
-    if (this.running('controller', cfg.stateDir)) return;
-    this.spawnDaemon('controller', cfg.stateDir, [join(this.root, 'bin/ferry-controller.js'), this.o.file], {});
+    if (!this.running('controller', cfg.stateDir)) this.spawnDaemon('controller', cfg.stateDir, [join(this.root, 'bin/ferry-controller.js'), this.o.file], {});
     await this.waitReachable(cfg.controller.url, cfg.secret, signal, async (conn) => {
       // Ready means: every agent is connected to the controller, so the first command works.
       const { ListHosts } = await import('../protocol/messages.js');

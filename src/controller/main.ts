@@ -12,7 +12,10 @@ async function main(): Promise<void> {
   const c = new Controller(cluster, log);
   await c.start();
   log.info({ url: c.url, hosts: cluster.hosts.map((h) => h.name) }, 'controller listening');
-  const shutdown = (): void => { void c.stop().finally(() => process.exit(0)); };
+  const shutdown = (): void => {
+    setTimeout(() => process.exit(0), 1000).unref();
+    void c.stop().finally(() => process.exit(0));
+  };
   process.once('SIGTERM', shutdown);
   process.once('SIGINT', shutdown);
   process.stdout.write(`ready ${c.url}\n`);
