@@ -1,6 +1,7 @@
 // The agent's request handlers: one host's side of every migration step, each idempotent.
 
-import { mkdir, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { processAlive } from '../src/util/process.js';
 import { join } from 'node:path';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Counter, Histogram, Registry } from 'prom-client';
@@ -177,6 +178,7 @@ export class Agent {
       // A real CRIU failure, not a simulated one: an inventory CRIU cannot parse.
       await writeFile(join(imagesDir, 'inventory.img'), 'corrupted by fault injection');
     }
+    if (this.cfg.lazyRestore) await writeFile(join(imagesDir, 'ferry-lazy'), '');
     await this.placeCheckpoint(st.containerId, imagesDir);
     const tStart = performance.now();
     try {
@@ -193,8 +195,23 @@ export class Agent {
   }
 
   private async finishTarget(p: P<'FinishTarget'>): R<'FinishTarget'> {
+    // A lazy restore still reads pages from the image files until its daemon has filled everything in.
+    const waited = await this.waitLazyFill(p.migrationId, AbortSignal.timeout(LAZY_FILL_TIMEOUT_MS));
     await this.states.remove(p.migrationId);
-    return {};
+    return waited === null ? {} : { lazyFillMs: waited };
+  }
+
+  /** Waits for the lazy-pages daemon of a migration to exit; returns how long that took, null if none ran. */
+  private async waitLazyFill(mid: string, signal: AbortSignal): Promise<number | null> {
+    const pid = Number(await readFile(join(this.states.imagesDir(mid), 'lazy.pid'), 'utf8').catch(() => '0'));
+    if (!pid) return null;
+    const t0 = performance.now();
+    // The daemon is not our child (the runc wrapper started it), so there is no exit event: poll its pid.
+    while (processAlive(pid)) {
+      if (signal.aborted) throw new FerryError('E_DEADLINE', `lazy page fill of ${mid} still running`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return since(t0);
   }
 
   private async abortTarget(p: P<'AbortTarget'>): R<'AbortTarget'> {
@@ -202,6 +219,9 @@ export class Agent {
     if (!st) return { removed: false };
     if (st.role !== 'target') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a target migration here`);
     const removed = await this.docker.remove(st.containerId);
+    // With the restored task gone, a lazy-pages daemon has nobody left to serve.
+    const lazy = Number(await readFile(join(this.states.imagesDir(p.migrationId), 'lazy.pid'), 'utf8').catch(() => '0'));
+    if (lazy && processAlive(lazy)) process.kill(lazy, 'SIGKILL');
     for (const v of st.createdVolumes) await this.docker.removeVolumeIfUnused(v);
     await this.states.remove(p.migrationId);
     return { removed };
@@ -373,6 +393,8 @@ export class Agent {
 }
 
 export const newToken = (): string => randomBytes(24).toString('hex');
+
+const LAZY_FILL_TIMEOUT_MS = 10 * 60_000;
 
 function tokensEqual(a: string, b: string): boolean {
   const x = Buffer.from(a);

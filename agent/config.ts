@@ -22,6 +22,11 @@ export const AgentConfig = z.object({
   criuConfigFile: z.string().nullable().default('/opt/ferry/etc/criu.conf'),
   /** The runtime name dockerd knows Ferry's runc wrapper by. */
   runtimeName: z.string().default('ferry-runc'),
+  /**
+   * Restore lazily from the local image: the container runs as soon as its non-memory state is back and
+   * pages are filled in behind it, so the freeze does not grow with memory size.
+   */
+  lazyRestore: z.boolean().default(true),
   /** Test-only fault injection, e.g. "restore-fail" or "crash-during-pull:1048576". */
   faults: z.array(z.string()).default([]),
 });
@@ -40,6 +45,7 @@ export function loadAgentConfig(flags: Record<string, unknown>, env: NodeJS.Proc
     criu: flags.criu ?? fromEnv('CRIU'),
     criuConfigFile: flags.criuConfigFile ?? fromEnv('CRIU_CONFIG_FILE'),
     faults: (fromEnv('FAULTS') ?? '').split(',').filter(Boolean),
+    lazyRestore: fromEnv('LAZY_RESTORE') === undefined ? undefined : fromEnv('LAZY_RESTORE') !== '0',
   };
   const parsed = AgentConfig.safeParse(Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined)));
   if (!parsed.success) throw new FerryError('E_CONFIG', `invalid agent configuration: ${z.prettifyError(parsed.error)}`);

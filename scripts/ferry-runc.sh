@@ -87,4 +87,37 @@ fi
 
 CRIU_CONFIG_FILE=$CRIU_CONF
 export CRIU_CONFIG_FILE
+
+# Lazy restore from the local image (Ferry writes `ferry-lazy` into the image directory to ask for it): a
+# `criu lazy-pages` daemon serves the pages from the image files while the restored task already runs, so
+# the restore no longer grows with memory size. The daemon must listen in the work dir runc gives CRIU
+# before the restore starts; it exits by itself once every page is in. Its pid goes to <images>/lazy.pid so
+# Ferry can wait for the fill to finish before it deletes the images.
+if [ "$sub" = restore ]; then
+  img="" work="" next=""
+  for a in "$@"; do
+    case "$next" in img) img=$a ;; work) work=$a ;; esac
+    next=""
+    case "$a" in
+      --image-path|-image-path) next=img ;; --image-path=*|-image-path=*) img=${a#*=} ;;
+      --work-path|-work-path) next=work ;; --work-path=*|-work-path=*) work=${a#*=} ;;
+    esac
+  done
+  if [ -n "$img" ] && [ -n "$work" ] && [ -f "$img/ferry-lazy" ]; then
+    mkdir -p "$work"
+    rm -f "$work/lazy-pages.socket"
+    setsid "$CRIU" lazy-pages --images-dir "$img" --work-dir "$work" -o "$img/lazy-pages.log" -v2 </dev/null >/dev/null 2>&1 &
+    echo $! > "$img/lazy.pid"
+    i=0
+    while [ ! -S "$work/lazy-pages.socket" ] && [ $i -lt 2000 ]; do sleep 0.001; i=$((i + 1)); done
+    # Rebuild argv with --lazy-pages right after the subcommand.
+    n=$# k=0
+    for a in "$@"; do
+      k=$((k + 1))
+      set -- "$@" "$a"
+      [ "$a" = restore ] && [ "$k" -le "$pos" ] && set -- "$@" --lazy-pages
+    done
+    shift "$n"
+  fi
+fi
 exec "$REAL_RUNC" --criu "$CRIU" "$@"

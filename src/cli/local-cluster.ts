@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { FerryError } from '../protocol/index.js';
 import { dial } from '../rpc/handshake.js';
 import { run } from '../util/exec.js';
+import { processAlive } from '../util/process.js';
 import { silentLogger } from '../log/logger.js';
 import { ClusterConfig, loadCluster, type HostConfig } from '../cluster.js';
 
@@ -31,16 +32,7 @@ export interface LocalClusterOptions {
   logDir?: string;
 }
 
-/** Alive and not a zombie: daemons outlive the CLI that started them, and not every init reaps orphans. */
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-};
+const alive = processAlive;
 
 export class LocalCluster {
   readonly root = packageRoot();

@@ -134,7 +134,7 @@ export const Restore = method(
 /** Source, after the commit point: remove the frozen original and its images. Idempotent. */
 export const CommitSource = method('migration/commitSource', z.object({ migrationId }), z.object({ removed: z.boolean() }));
 /** Destination, after the commit point: drop transfer leftovers. Idempotent. */
-export const FinishTarget = method('migration/finishTarget', z.object({ migrationId }), z.object({}));
+export const FinishTarget = method('migration/finishTarget', z.object({ migrationId }), z.object({ lazyFillMs: z.number().optional() }));
 /** Destination, before the commit point: remove everything this migration created. Idempotent. */
 export const AbortTarget = method('migration/abortTarget', z.object({ migrationId }), z.object({ removed: z.boolean() }));
 /** Source, before the commit point: make sure the container runs here again with its state. Idempotent. */
