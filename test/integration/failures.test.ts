@@ -1,14 +1,17 @@
 // Failures before the commit point leave the container running on the source with its state; bad input changes nothing.
 
 import { once } from 'node:events';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { packageRoot } from '../../src/cli/local-cluster.js';
+import { TEST_CLUSTER_FILE } from './cluster.js';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { MAX_FRAME_BYTES } from '../../src/protocol/index.js';
 import { dial } from '../../src/rpc/handshake.js';
 import { silentLogger } from '../../src/log/logger.js';
-import { cli, cluster, containersNamed, docker, expectNoResidue, expectOnlyOn, migrate, restartAgent, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
+import { cli, cluster, containersNamed, docker, lineCommand, expectNoResidue, expectOnlyOn, migrate, restartAgent, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 const NAME = 'it-fail-counter';
@@ -141,5 +144,36 @@ describe('untrusted peers', () => {
     }
     const r = await cli(['hosts', '--json']);
     expect(JSON.parse(r.stdout).every((x: { connected: boolean }) => x.connected)).toBe(true);
+  });
+});
+
+describe('cancellation', () => {
+  it('Ctrl-C during the transfer rolls back: exit 130, the container runs on the source with its state', async () => {
+    const name = 'it-cancel';
+    await removeEverywhere(name);
+    // Big enough that the transfer lasts long enough to be interrupted in the middle of it.
+    const c = await docker(A).createContainer({ name, Image: 'ferry/memhog:1', Hostname: name, Cmd: ['memhog', '--mib', '512', '--rate', '0', '--port', '28113'], HostConfig: { NetworkMode: 'host' } });
+    await c.start();
+    try {
+      const p = spawn(process.execPath, [join(packageRoot(), 'bin/ferry.js'), 'migrate', name, '--to', B, '--json'], { env: { ...process.env, FERRY_CLUSTER: TEST_CLUSTER_FILE } });
+      let out = '';
+      let sent = false;
+      p.stdout.on('data', (b: Buffer) => {
+        out += b.toString();
+        // Interrupt as soon as the transfer has started: the source is frozen and dumped by then.
+        if (!sent && out.includes('"phase":"transfer","state":"started"')) { sent = true; p.kill('SIGINT'); }
+      });
+      const [code] = (await once(p, 'close')) as [number];
+      expect(sent).toBe(true);
+      expect(code, out).toBe(130);
+      const report = JSON.parse(out.trim().split('\n').at(-1)!);
+      expect(report).toMatchObject({ type: 'report', result: 'rolled_back', error: { code: 'E_ABORTED' } });
+      await expectOnlyOn(name, A);
+      // Restored in place from its own dump: every page intact.
+      expect(await lineCommand(28113, 'verify')).toBe('ok 131072');
+      await expectNoResidue();
+    } finally {
+      await removeEverywhere(name);
+    }
   });
 });

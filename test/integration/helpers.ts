@@ -168,3 +168,18 @@ export class RedisConn {
   }
   close(): void { this.sock.destroy(); }
 }
+
+/** Sends one line to a line-protocol server (memhog) on its own connection and returns the reply line. */
+export function lineCommand(port: number, cmd: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => s.write(`${cmd}\n`));
+    let buf = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => {
+      buf += d;
+      const i = buf.indexOf('\n');
+      if (i >= 0) { s.destroy(); resolve(buf.slice(0, i)); }
+    });
+    s.once('error', reject);
+  });
+}

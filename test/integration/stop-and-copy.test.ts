@@ -1,10 +1,9 @@
 // Real migrations between two real dockerds with CRIU: state, files, volumes and TCP connections survive.
 
 import { readFileSync } from 'node:fs';
-import { connect as connectTcp } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, expectNoResidue, expectOnlyOn, migrate, RedisConn, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
+import { docker, expectNoResidue, expectOnlyOn, migrate, lineCommand, RedisConn, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 
@@ -136,10 +135,7 @@ describe('stop-and-copy: Redis under a live client on one TCP connection', () =>
 describe('stop-and-copy: every page arrives exact (memhog oracle), restored lazily', () => {
   const NAME = 'it-memhog';
   const PORT = 28112;
-  async function ask(cmd: string): Promise<string> {
-    const c = await LineClient.open(PORT);
-    try { return await c.line(cmd); } finally { c.close(); }
-  }
+  const ask = (cmd: string): Promise<string> => lineCommand(PORT, cmd);
   beforeAll(async () => {
     await removeEverywhere(NAME);
     const c = await docker(A).createContainer({
@@ -167,24 +163,3 @@ describe('stop-and-copy: every page arrives exact (memhog oracle), restored lazi
     }
   });
 });
-
-/** One request, one reply line: memhog's text protocol. */
-class LineClient {
-  private constructor(private readonly s: import('node:net').Socket) {}
-  static open(port: number): Promise<LineClient> {
-    return new Promise((resolve, reject) => {
-      const s = connectTcp(port, '127.0.0.1', () => resolve(new LineClient(s)));
-      s.once('error', reject);
-    });
-  }
-  line(cmd: string): Promise<string> {
-    return new Promise((resolve, reject) => {
-      let buf = '';
-      this.s.setEncoding('utf8');
-      this.s.on('data', (d: string) => { buf += d; const i = buf.indexOf('\n'); if (i >= 0) resolve(buf.slice(0, i)); });
-      this.s.once('error', reject);
-      this.s.write(`${cmd}\n`);
-    });
-  }
-  close(): void { this.s.destroy(); }
-}
