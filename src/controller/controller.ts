@@ -10,11 +10,11 @@ import {
 import type { Connection, HandlerEntry } from '../rpc/connection.js';
 import { acceptPeers, WS_OPTIONS } from '../rpc/handshake.js';
 import type { Logger } from '../log/logger.js';
-import { recoveryFor, type Phase } from '../migration/state.js';
 import type { ClusterConfig } from '../cluster.js';
 import { AgentRegistry } from './agent-registry.js';
 import { FileJournal, type JournalRecord, type JournalStore } from './journal.js';
 import { MigrationRunner } from './migration-runner.js';
+import { recoverMigration } from './recovery.js';
 import { join } from 'node:path';
 import { splitHostPort } from '../util/net.js';
 
@@ -149,30 +149,6 @@ export class Controller {
   }
 
   private async recoverOne(rec: JournalRecord): Promise<void> {
-    const what = recoveryFor(rec.phase as Phase);
-    if (what === 'nothing') return;
-    const signal = AbortSignal.timeout(10 * 60_000);
-    const src = rec.source ? rec.source : null;
-    this.log.warn({ migrationId: rec.migrationId, phase: rec.phase, what }, 'recovering unfinished migration');
-    const append = (phase: Phase): void => this.journal.append({ ...rec, ts: new Date().toISOString(), phase, data: { recovered: true } });
-    if (what === 'roll-back') {
-      if (rec.phase !== 'rolling-back') append('rolling-back');
-      await this.registry.waitConnected(rec.destination, signal);
-      await this.registry.get(rec.destination)!.call(AgentApi.AbortTarget, { migrationId: rec.migrationId }, { signal });
-      if (src) {
-        await this.registry.waitConnected(src, signal);
-        await this.registry.get(src)!.call(AgentApi.RollbackSource, { migrationId: rec.migrationId }, { signal });
-      }
-      append('rolled-back');
-    } else {
-      if (rec.phase !== 'cleaning') append('cleaning');
-      if (src) {
-        await this.registry.waitConnected(src, signal);
-        await this.registry.get(src)!.call(AgentApi.CommitSource, { migrationId: rec.migrationId }, { signal });
-      }
-      await this.registry.waitConnected(rec.destination, signal);
-      await this.registry.get(rec.destination)!.call(AgentApi.FinishTarget, { migrationId: rec.migrationId }, { signal });
-      append('done');
-    }
+    await recoverMigration(rec, this.registry, this.journal, this.log, AbortSignal.timeout(10 * 60_000));
   }
 }
