@@ -174,6 +174,12 @@ export class Agent {
       if (i.State.Running) return { containerId: st.containerId, pid: i.State.Pid, timings: {} };
     }
     const imagesDir = this.states.imagesDir(p.migrationId);
+    if (this.cfg.faults.includes('hang-before-restore')) {
+      // Test-only: hold here until the caller gives up, so a test can kill the controller mid-migration.
+      this.log.warn({ fault: 'hang-before-restore' }, 'fault injection: holding the restore');
+      await new Promise<void>((resolve) => _c.signal.addEventListener('abort', () => resolve(), { once: true }));
+      throw new FerryError('E_FAULT_INJECTED', 'restore held by fault injection');
+    }
     if (this.cfg.faults.includes('restore-fail')) {
       // A real CRIU failure, not a simulated one: an inventory CRIU cannot parse.
       await writeFile(join(imagesDir, 'inventory.img'), 'corrupted by fault injection');

@@ -144,7 +144,7 @@ export class LocalCluster {
     writeFileSync(join(stateDir, `${name}.pid`), String(child.pid));
   }
 
-  private async stopProcess(name: string, stateDir: string, sig: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  async stopProcess(name: string, stateDir: string, sig: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const pid = this.pid(name, stateDir);
     rmSync(join(stateDir, `${name}.pid`), { force: true });
     if (pid === null) return;

@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { packageRoot } from '../../src/cli/local-cluster.js';
-import { TEST_CLUSTER_FILE } from './cluster.js';
+import { TEST_CLUSTER_FILE, testCluster } from './cluster.js';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -175,5 +175,28 @@ describe('cancellation', () => {
     } finally {
       await removeEverywhere(name);
     }
+  });
+});
+
+describe('controller restart', () => {
+  afterEach(async () => { await restartAgent(B); });
+
+  it('a controller killed mid-migration rolls it back from its journal when it comes back', async () => {
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'hang-before-restore' });
+    const lc = testCluster();
+    const cfg = cluster();
+    // The CLI's migration reaches the restore and hangs there; then the controller dies without cleanup.
+    const pending = cli(['migrate', NAME, '--to', B, '--json']);
+    await waitFor(() => readFileSync(`${cfg.stateDir}/journal.jsonl`, 'utf8'), (j) => j.trim().split('\n').at(-1)!.includes('"phase":"restoring"'), 30_000, 'the migration to reach restoring');
+    await lc.stopProcess('controller', cfg.stateDir, 'SIGKILL');
+    expect((await pending).code).toBe(5); // the CLI lost its controller: outcome unknown to it
+    // Source dumped and frozen out, destination prepared: the journal says "restoring". The destination
+    // agent comes back without the fault, then the controller, which must finish the job by itself.
+    await lc.stopAgent(cfg, B);
+    await lc.startAgent(cfg, B, {}, AbortSignal.timeout(60_000));
+    await lc.startController(cfg, AbortSignal.timeout(60_000));
+    await waitFor(() => readFileSync(`${cfg.stateDir}/journal.jsonl`, 'utf8'), (j) => j.trim().split('\n').at(-1)!.includes('"phase":"rolled-back"'), 60_000, 'recovery to roll back');
+    await expectStillRunningOnSource();
+    await expectNoResidue();
   });
 });
