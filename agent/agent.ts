@@ -185,13 +185,8 @@ export class Agent {
       await writeFile(join(imagesDir, 'inventory.img'), 'corrupted by fault injection');
     }
     if (this.cfg.lazyRestore) await writeFile(join(imagesDir, 'ferry-lazy'), '');
-    await this.placeCheckpoint(st.containerId, imagesDir);
     const tStart = performance.now();
-    try {
-      await this.docker.startFromCheckpoint(st.containerId, CHECKPOINT_NAME);
-    } finally {
-      await this.cleanCheckpointLeftovers(st.containerId);
-    }
+    await this.startFromImages(st.containerId, imagesDir);
     const startMs = since(tStart);
     const i = await this.docker.inspect(st.containerId);
     if (!i.State.Running) throw new FerryError('E_CRIU_RESTORE', `restored container ${st.containerId.slice(0, 12)} is ${i.State.Status}`);
@@ -316,12 +311,7 @@ export class Agent {
     if (st.dumped && !(await this.docker.isRunning(st.containerId))) {
       // The dump stopped the processes; bring them back here from the images we still hold.
       await this.docker.waitNotRunning(st.containerId, AbortSignal.timeout(10_000));
-      await this.placeCheckpoint(st.containerId, this.states.imagesDir(p.migrationId));
-      try {
-        await this.docker.startFromCheckpoint(st.containerId, CHECKPOINT_NAME);
-      } finally {
-        await this.cleanCheckpointLeftovers(st.containerId);
-      }
+      await this.startFromImages(st.containerId, this.states.imagesDir(p.migrationId));
       restored = true;
     }
     if (st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no') await this.docker.setRestartPolicy(st.containerId, st.restartPolicy);
@@ -368,6 +358,16 @@ export class Agent {
     const st = await this.states.load(mid);
     if (!st || st.role !== 'target') throw new FerryError('E_NOT_FOUND', `no target migration ${mid} on ${this.cfg.host}`);
     return st;
+  }
+
+  /** `docker start --checkpoint` from Ferry's own image directory, leaving no checkpoint copies behind. */
+  private async startFromImages(containerId: string, imagesDir: string): Promise<void> {
+    await this.placeCheckpoint(containerId, imagesDir);
+    try {
+      await this.docker.startFromCheckpoint(containerId, CHECKPOINT_NAME);
+    } finally {
+      await this.cleanCheckpointLeftovers(containerId);
+    }
   }
 
   /**

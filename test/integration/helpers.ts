@@ -1,7 +1,7 @@
 // What the integration tests share: docker clients per host, the controller, the CLI, and workload probes.
 
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import Docker from 'dockerode';
@@ -183,3 +183,12 @@ export function lineCommand(port: number, cmd: string): Promise<string> {
     s.once('error', reject);
   });
 }
+
+/** The counter workload's log, read from its volume on whichever host holds it: one number per line. */
+export async function counterLog(host: string, volume: string): Promise<number[]> {
+  const v = await docker(host).getVolume(volume).inspect();
+  return readFileSync(join(v.Mountpoint, 'log'), 'utf8').trim().split('\n').map(Number);
+}
+
+/** Index of the first line that breaks 0, 1, 2, … (a gap, a duplicate, a restart from zero), or -1. */
+export const firstBreak = (xs: number[]): number => xs.findIndex((x, i) => x !== i);

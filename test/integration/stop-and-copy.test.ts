@@ -3,19 +3,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, expectNoResidue, expectOnlyOn, migrate, lineCommand, RedisConn, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
+import { counterLog, docker, expectNoResidue, firstBreak, expectOnlyOn, migrate, lineCommand, RedisConn, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 
-/** Lines of the counter's log, read from the volume on whichever host holds it. */
-async function counterLog(host: string, volume: string): Promise<number[]> {
-  const v = await docker(host).getVolume(volume).inspect();
-  return readFileSync(join(v.Mountpoint, 'log'), 'utf8').trim().split('\n').map(Number);
-}
-
 /** Exactly 0, 1, 2, …: no gap, no duplicate, no restart from zero. */
 function expectContiguous(xs: number[]): void {
-  const bad = xs.findIndex((x, i) => x !== i);
+  const bad = firstBreak(xs);
   expect(bad, `counter breaks at line ${bad}: ${xs.slice(Math.max(0, bad - 2), bad + 3).join(',')}`).toBe(-1);
 }
 
