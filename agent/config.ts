@@ -27,6 +27,10 @@ export const AgentConfig = z.object({
    * pages are filled in behind it, so the freeze does not grow with memory size.
    */
   lazyRestore: z.boolean().default(true),
+  /** Which provider's preemption notices to watch ('none': no watcher), and where its metadata service is. */
+  spotProvider: z.enum(['aws', 'gcp', 'azure', 'none']).default('none'),
+  spotEndpoint: z.string().url().optional(),
+  spotPollMs: z.number().int().min(1).optional(),
   /** Test-only fault injection, e.g. "restore-fail" or "crash-during-pull:1048576". */
   faults: z.array(z.string()).default([]),
 });
@@ -45,6 +49,9 @@ export function loadAgentConfig(flags: Record<string, unknown>, env: NodeJS.Proc
     criu: flags.criu ?? fromEnv('CRIU'),
     criuConfigFile: flags.criuConfigFile ?? fromEnv('CRIU_CONFIG_FILE'),
     faults: (fromEnv('FAULTS') ?? '').split(',').filter(Boolean),
+    spotProvider: fromEnv('SPOT_PROVIDER'),
+    spotEndpoint: fromEnv('SPOT_ENDPOINT'),
+    spotPollMs: fromEnv('SPOT_POLL_MS') === undefined ? undefined : Number(fromEnv('SPOT_POLL_MS')),
     lazyRestore: fromEnv('LAZY_RESTORE') === undefined ? undefined : fromEnv('LAZY_RESTORE') !== '0',
   };
   const parsed = AgentConfig.safeParse(Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined)));

@@ -4,7 +4,10 @@ import { createServer, type Server } from 'node:http';
 import { WebSocketServer } from 'ws';
 import client from 'prom-client';
 import { acceptPeers, WS_OPTIONS } from '../src/rpc/handshake.js';
-import type { Connection } from '../src/rpc/connection.js';
+import type { Connection, HandlerEntry } from '../src/rpc/connection.js';
+import { AgentApi, HostNotice } from '../src/protocol/index.js';
+import { createWatcher, type Notice } from './spot/index.js';
+import { AzureWatcher } from './spot/azure.js';
 import type { Logger } from '../src/log/logger.js';
 import type { AgentConfig } from './config.js';
 import { Agent } from './agent.js';
@@ -34,11 +37,35 @@ export async function startAgent(cfg: AgentConfig, log: Logger): Promise<Running
   });
   const wss = new WebSocketServer({ server, ...WS_OPTIONS });
   const conns = new Set<Connection>();
+  // Preemption notices: reported to every controller connected now, and again to any that connects later,
+  // so a notice seen while the controller was away is not lost (the controller ignores repeats).
+  const notices: Notice[] = [];
+  const report = (c: Connection, n: Notice): void => c.notify(HostNotice, {
+    host: cfg.host, provider: n.provider, kind: n.kind, id: n.id,
+    remainingMs: n.deadlineMono === null ? null : Math.max(0, Math.round(n.deadlineMono - performance.now())),
+  });
+  const watcherAbort = new AbortController();
+  const watcher = createWatcher({ provider: cfg.spotProvider, endpoint: cfg.spotEndpoint, pollMs: cfg.spotPollMs }, log, (n) => {
+    log.warn({ provider: n.provider, kind: n.kind, id: n.id, remainingMs: n.deadlineMono === null ? null : Math.round(n.deadlineMono - performance.now()) }, 'preemption notice');
+    notices.push(n);
+    for (const c of conns) if (c.peerRole === 'controller') report(c, n);
+  });
+  void watcher?.run(watcherAbort.signal);
+  const ackHandler: HandlerEntry = {
+    method: AgentApi.AcknowledgeNotice, roles: ['controller'],
+    handler: async (p) => {
+      const { id } = p as { id: string };
+      if (!(watcher instanceof AzureWatcher)) return { acknowledged: false };
+      await watcher.acknowledge(id, AbortSignal.timeout(5_000));
+      return { acknowledged: true };
+    },
+  };
   acceptPeers(wss, { name: cfg.host, secret: cfg.secret, caps, log }, (conn) => {
     conns.add(conn);
-    conn.serve(agent.handlers());
+    conn.serve([...agent.handlers(), ackHandler]);
     conn.on('close', () => conns.delete(conn));
     log.info({ peer: conn.peerName, role: conn.peerRole }, 'peer authenticated');
+    if (conn.peerRole === 'controller') for (const n of notices) report(conn, n);
   });
   const [host, port] = splitHostPort(cfg.listen);
   await new Promise<void>((resolve, reject) => {
@@ -52,6 +79,7 @@ export async function startAgent(cfg: AgentConfig, log: Logger): Promise<Running
   return {
     agent, server, url,
     close: async () => {
+      watcherAbort.abort();
       for (const c of conns) c.close(1001, 'agent shutting down');
       wss.close();
       await new Promise<void>((r) => server.close(() => r()));

@@ -49,7 +49,7 @@ export class DockerRuntime {
 
   async list(all: boolean, host: string): Promise<ContainerSummary[]> {
     const cs = await this.docker.listContainers({ all });
-    return cs.map((c) => ({ host, id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, ''), image: c.Image, state: c.State, status: c.Status }));
+    return cs.map((c) => ({ host, id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, ''), image: c.Image, state: c.State, status: c.Status, labels: c.Labels ?? {} }));
   }
 
   async inspect(ref: string, signal?: AbortSignal): Promise<Inspect> {

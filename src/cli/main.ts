@@ -10,7 +10,7 @@ import type { Connection } from '../rpc/connection.js';
 import { silentLogger } from '../log/logger.js';
 import { clusterFile, loadCluster } from '../cluster.js';
 import { EXIT, exitForError, exitForReport } from './exit-codes.js';
-import { containersTable, hostsTable, ProgressLine, reportText } from './render.js';
+import { containersTable, drainText, hostsTable, ProgressLine, reportText } from './render.js';
 import { LocalCluster } from './local-cluster.js';
 
 function parseDuration(v: string): number {
@@ -112,6 +112,40 @@ program.command('migrate')
     process.stdout.write(o.json ? `${JSON.stringify({ type: 'report', ...report })}\n` : `${reportText(report)}\n`);
     process.exitCode = exitForReport(report, interrupted);
   });
+
+program.command('drain')
+  .description('move every opted-in container (label ferry.dev/migrate=true) off a host, within a deadline')
+  .argument('<host>', 'the host to empty')
+  .option('--deadline <duration>', 'time left before the host dies (e.g. 120s)', parseDuration)
+  .option('--dry-run', 'show the plan: what goes where, expected times, what does not fit')
+  .option('--json', 'machine-readable output')
+  .action(async (host: string, o: { deadline?: number; dryRun?: boolean; json?: boolean }) => {
+    const c = await controller();
+    try {
+      const r = await c.request(ControllerApi.Drain, { host, deadlineMs: o.deadline ?? null, dryRun: !!o.dryRun }, { awaitAfterCancel: true });
+      process.stdout.write(o.json ? `${JSON.stringify(r)}\n` : `${drainText(r)}\n`);
+      // Nonzero when something that should have moved did not: automation must not assume the host is empty.
+      const moved = r.results.filter((x) => x.result === 'succeeded').length;
+      if (!r.dryRun && (moved < r.plan.length)) process.exitCode = EXIT.ROLLED_BACK;
+    } finally {
+      c.close();
+    }
+  });
+
+for (const [name, cordoned] of [['cordon', true], ['uncordon', false]] as const) {
+  program.command(name)
+    .description(cordoned ? 'let no migration land on a host' : 'let migrations land on a host again')
+    .argument('<host>')
+    .action(async (host: string) => {
+      const c = await controller();
+      try {
+        await c.request(ControllerApi.Cordon, { host, cordoned }, { timeoutMs: 10_000 });
+        process.stdout.write(`${host} ${cordoned ? 'cordoned' : 'uncordoned'}\n`);
+      } finally {
+        c.close();
+      }
+    });
+}
 
 program.parseAsync().catch((e: unknown) => {
   const err = asFerryError(e);

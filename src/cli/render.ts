@@ -1,6 +1,6 @@
 // Human output for the CLI: progress on stderr (TTY only), tables and the final report on stdout.
 
-import type { ContainerSummary, HostStatus, MigrationReport, ProgressEvent } from '../protocol/index.js';
+import type { ContainerSummary, DrainReport, HostStatus, MigrationReport, ProgressEvent } from '../protocol/index.js';
 
 const MiB = 2 ** 20;
 export const fmtBytes = (n: number): string => (n >= 10 * MiB ? `${(n / MiB).toFixed(0)} MiB` : n >= MiB ? `${(n / MiB).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
@@ -13,7 +13,7 @@ function table(rows: string[][]): string {
 
 export function hostsTable(hs: HostStatus[]): string {
   return table([['HOST', 'AGENT', 'STATUS', 'CRIU', 'KERNEL', 'DOCKER'], ...hs.map((h) => [
-    h.name, h.url, h.connected ? 'ready' : `down${h.error ? ` (${h.error})` : ''}`, h.caps?.criuVersion ?? '-', h.caps?.kernel ?? '-', h.caps?.dockerVersion ?? '-',
+    h.name, h.url, `${h.connected ? 'ready' : `down${h.error ? ` (${h.error})` : ''}`}${h.cordoned ? ',cordoned' : ''}`, h.caps?.criuVersion ?? '-', h.caps?.kernel ?? '-', h.caps?.dockerVersion ?? '-',
   ])]);
 }
 
@@ -61,4 +61,18 @@ export class ProgressLine {
   end(): void {
     this.out.write('\r\x1b[2K');
   }
+}
+
+export function drainText(r: DrainReport): string {
+  const lines = [`${r.dryRun ? 'drain plan' : 'drained'} ${r.host} (${r.reason}; ${r.remainingMs === null ? 'no deadline' : `${fmtMs(r.remainingMs)} left`})`];
+  if (r.plan.length === 0) lines.push('  nothing opted in (label ferry.dev/migrate=true)');
+  for (const m of r.plan) {
+    const res = r.results.find((x) => x.container === m.container);
+    const outcome = res ? ` → ${res.result}${res.downtimeMs !== null ? `, freeze ${fmtMs(res.downtimeMs)}` : ''}${res.error ? ` (${res.error})` : ''}` : '';
+    lines.push(m.fits
+      ? `  ${m.container} → ${res?.to ?? m.to}: ~${fmtMs(m.estimateMs)} from +${fmtMs(m.startsAtMs)}${outcome}`
+      : `  ${m.container}: DOES NOT FIT: ${m.reason}${outcome}`);
+  }
+  if (!r.dryRun) lines.push(`  took ${fmtMs(r.totalMs)}`);
+  return lines.join('\n');
 }

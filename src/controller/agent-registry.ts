@@ -52,8 +52,8 @@ export class AgentRegistry extends EventEmitter {
   get(name: string): HostClient | undefined { return this.links.get(name); }
   names(): string[] { return [...this.links.keys()]; }
 
-  status(): HostStatus[] {
-    return [...this.links.values()].map((l) => ({ name: l.name, url: l.url, connected: l.connected, caps: l.caps, error: l.connected ? null : l.error }));
+  status(cordoned: ReadonlySet<string>): HostStatus[] {
+    return [...this.links.values()].map((l) => ({ name: l.name, url: l.url, connected: l.connected, caps: l.caps, error: l.connected ? null : l.error, cordoned: cordoned.has(l.name) }));
   }
 
   /** Waits until the named agent is connected (or the signal fires). */

@@ -4,8 +4,8 @@ import { createServer, type Server } from 'node:http';
 import { WebSocketServer } from 'ws';
 import client from 'prom-client';
 import {
-  AgentApi, ControllerApi, FerryError, Progress, asFerryError,
-  type MigrationReport, type ParamsOf, type PeerRole, type ProgressEvent,
+  AgentApi, ControllerApi, FerryError, HostNotice, Progress, asFerryError,
+  type HostNoticeEvent, type MigrationReport, type ParamsOf, type PeerRole, type ProgressEvent,
 } from '../protocol/index.js';
 import type { Connection, HandlerEntry } from '../rpc/connection.js';
 import { acceptPeers, WS_OPTIONS } from '../rpc/handshake.js';
@@ -15,6 +15,7 @@ import { AgentRegistry } from './agent-registry.js';
 import { FileJournal, type JournalRecord, type JournalStore } from './journal.js';
 import { MigrationRunner } from './migration-runner.js';
 import { recoverMigration } from './recovery.js';
+import { Drainer } from './drain.js';
 import { join } from 'node:path';
 import { splitHostPort } from '../util/net.js';
 
@@ -28,6 +29,9 @@ export class Controller {
   /** Migrations a runner is driving right now; recovery keeps its hands off them. */
   private readonly active = new Set<string>();
   private readonly recovering = new Set<string>();
+  /** Hosts no migration may land on (draining, or cordoned by an operator). */
+  readonly cordoned = new Set<string>();
+  readonly drainer: Drainer;
   private server: Server | null = null;
   url = '';
 
@@ -42,9 +46,21 @@ export class Controller {
       bytes: new client.Counter({ name: 'ferry_migration_bytes_total', help: 'Checkpoint bytes moved between hosts', registers: r }),
       freeze: new client.Histogram({ name: 'ferry_migration_downtime_seconds', help: 'Time the workload was frozen', buckets: [0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5], registers: r }),
     };
+    this.drainer = new Drainer({
+      hosts: this.registry,
+      cordoned: this.cordoned,
+      log: this.log,
+      migrate: (container, from, to, timeoutMs) => this.migrate({ container, from, to, dryRun: false, timeoutMs: Math.max(1000, Math.floor(timeoutMs)) }, new AbortController().signal),
+    });
     // An agent coming back may be what an unfinished migration was waiting for.
     this.registry.on('connected', () => { if (this.server) void this.recover(); });
-    this.registry.on('event', (_host, m, p) => {
+    this.registry.on('event', (host, m, p) => {
+      if (m === HostNotice.name) {
+        const n = HostNotice.payload.safeParse(p);
+        // Only a host may speak for itself.
+        if (n.success && n.data.host === host) this.onNotice(n.data);
+        return;
+      }
       if (m !== Progress.name) return;
       const ev = Progress.payload.safeParse(p);
       if (ev.success) this.forward(ev.data);
@@ -83,7 +99,17 @@ export class Controller {
   handlers(): HandlerEntry[] {
     const cli: readonly PeerRole[] = ['cli'];
     return [
-      { method: ControllerApi.ListHosts, roles: cli, handler: async () => this.registry.status() },
+      { method: ControllerApi.ListHosts, roles: cli, handler: async () => this.registry.status(this.cordoned) },
+      { method: ControllerApi.Drain, roles: cli, handler: async (p) => {
+        const d = p as ParamsOf<typeof ControllerApi.Drain>;
+        return this.drainer.drain(d.host, d.deadlineMs === null ? null : performance.now() + d.deadlineMs, 'ferry drain', d.dryRun);
+      } },
+      { method: ControllerApi.Cordon, roles: cli, handler: async (p) => {
+        const c = p as ParamsOf<typeof ControllerApi.Cordon>;
+        if (!this.registry.get(c.host)) throw new FerryError('E_NOT_FOUND', `unknown host ${c.host}`);
+        if (c.cordoned) this.cordoned.add(c.host); else this.cordoned.delete(c.host);
+        return { host: c.host, cordoned: c.cordoned };
+      } },
       { method: ControllerApi.ClusterContainers, roles: cli, handler: async (p) => this.containers((p as { all: boolean }).all) },
       { method: ControllerApi.StartMigration, roles: cli, handler: async (p, ctx) => this.migrate(p as ParamsOf<typeof ControllerApi.StartMigration>, ctx.signal, ctx.conn) },
     ];
@@ -106,6 +132,7 @@ export class Controller {
       journal: this.journal,
       log: this.log,
       claim: (key, mid) => this.claim(key, mid),
+      cordoned: this.cordoned,
       progress: (e) => this.forward(e),
       onFinished: (r) => this.record(r),
     });
@@ -130,7 +157,21 @@ export class Controller {
     for (const c of this.watchers.get(e.migrationId) ?? []) c.notify(Progress, e);
   }
 
+  /** A provider notice from an agent: drain that host, then tell the provider we are done. */
+  private onNotice(n: HostNoticeEvent): void {
+    // The remaining time becomes a deadline on our own monotonic clock, once: skew between hosts is irrelevant.
+    const deadline = n.remainingMs === null ? null : performance.now() + n.remainingMs;
+    this.log.warn({ host: n.host, provider: n.provider, kind: n.kind, remainingMs: n.remainingMs }, 'host notice: draining');
+    void this.drainer.drain(n.host, deadline, `${n.provider} ${n.kind}`, false)
+      .then(async (r) => {
+        this.log.info({ host: n.host, results: r.results, notFit: r.plan.filter((m) => !m.fits).map((m) => m.container) }, 'drain finished');
+        await this.registry.get(n.host)?.call(AgentApi.AcknowledgeNotice, { id: n.id }, { timeoutMs: 10_000 });
+      })
+      .catch((e: unknown) => this.log.error({ host: n.host, err: asFerryError(e).message }, 'drain failed'));
+  }
+
   private record(r: MigrationReport): void {
+    this.drainer.observe(r, r.bytesTotal);
     this.metrics.total.inc({ result: r.result });
     this.metrics.bytes.inc(r.bytesTotal);
     for (const [k, v] of Object.entries(r.phases)) this.metrics.phase.observe({ phase: k }, v / 1000);

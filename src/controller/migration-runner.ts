@@ -25,6 +25,8 @@ export interface RunnerDeps {
   /** Claims a container for this migration; throws E_CONFLICT if another migration holds it. */
   claim(key: string, migrationId: string): () => void;
   progress(e: ProgressEvent): void;
+  /** Hosts no migration may land on. */
+  cordoned?: ReadonlySet<string>;
   onFinished?(r: MigrationReport): void;
 }
 
@@ -126,6 +128,7 @@ export class MigrationRunner {
     const dest = hosts.get(this.req.to);
     if (!dest) throw new FerryError('E_NOT_FOUND', `unknown destination host ${this.req.to} (known: ${hosts.names().join(', ')})`);
     if (!dest.connected) throw new FerryError('E_UNAVAILABLE', `destination ${dest.name} is not connected`);
+    if (this.deps.cordoned?.has(dest.name)) throw new FerryError('E_PRECONDITION', `destination ${dest.name} is cordoned`);
     const located = await this.locate(signal);
     if (located.host.name === dest.name) throw new FerryError('E_INVALID_ARGUMENT', `${this.req.container} already runs on ${dest.name}`);
     this.source = located.host;

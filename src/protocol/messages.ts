@@ -70,6 +70,7 @@ export const ContainerSummary = z.object({
   image: z.string(),
   state: z.string(),
   status: z.string(),
+  labels: z.record(z.string().max(256), z.string().max(4096)),
 });
 export type ContainerSummary = z.infer<typeof ContainerSummary>;
 
@@ -151,9 +152,12 @@ export const TransferPull = method(
   z.object({ entries: z.array(z.object({ bytes: z.number().int().min(0), chunks: z.number().int().min(0) })).max(100_000) }),
 );
 
+/** Controller → agent: the drain this host's notice asked for is done; tell the provider (Azure's StartRequests). */
+export const AcknowledgeNotice = method('spot/acknowledge', z.object({ id: z.string().max(256) }), z.object({ acknowledged: z.boolean() }));
+
 export const AgentApi = {
   AgentInfo, ListContainers, InspectForMigration, PrepareTarget, Checkpoint, Pull, Restore,
-  CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull,
+  CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull, AcknowledgeNotice,
 } as const;
 
 // ---------------------------------------------------------------------------------------------------
@@ -165,6 +169,8 @@ export const HostStatus = z.object({
   connected: z.boolean(),
   caps: CapabilitiesSchema.nullable(),
   error: z.string().nullable(),
+  /** No migration may land here: a drain is under way or an operator said so. */
+  cordoned: z.boolean(),
 });
 export type HostStatus = z.infer<typeof HostStatus>;
 
@@ -202,7 +208,36 @@ export const StartMigration = method(
   MigrationReport,
 );
 
-export const ControllerApi = { ListHosts, ClusterContainers, StartMigration } as const;
+/** Containers opt in to being moved off a doomed host with this label; a higher priority label goes first. */
+export const OPT_IN_LABEL = 'ferry.dev/migrate';
+export const PRIORITY_LABEL = 'ferry.dev/priority';
+
+export const PlannedMoveSchema = z.object({
+  container: z.string(),
+  to: z.string().nullable(),
+  estimateMs: z.number(),
+  startsAtMs: z.number(),
+  endsAtMs: z.number(),
+  fits: z.boolean(),
+  reason: z.string().nullable(),
+});
+
+export const DrainReport = z.object({
+  host: hostName,
+  reason: z.string(),
+  /** Time that was left when the drain began, in ms; null without a deadline. */
+  remainingMs: z.number().nullable(),
+  plan: z.array(PlannedMoveSchema),
+  results: z.array(z.object({ container: z.string(), to: z.string(), result: z.string(), downtimeMs: z.number().nullable(), error: z.string().nullable() })),
+  dryRun: z.boolean(),
+  totalMs: z.number(),
+});
+export type DrainReport = z.infer<typeof DrainReport>;
+
+export const Drain = method('cluster/drain', z.object({ host: hostName, deadlineMs: z.number().int().min(0).nullable(), dryRun: z.boolean() }), DrainReport);
+export const Cordon = method('cluster/cordon', z.object({ host: hostName, cordoned: z.boolean() }), z.object({ host: hostName, cordoned: z.boolean() }));
+
+export const ControllerApi = { ListHosts, ClusterContainers, StartMigration, Drain, Cordon } as const;
 
 // ---------------------------------------------------------------------------------------------------
 // Events.
@@ -219,3 +254,17 @@ export const Progress = event(
   }),
 );
 export type ProgressEvent = z.infer<typeof Progress.payload>;
+
+/** Agent → controller: the provider announced this host's end (or recommends leaving it). */
+export const HostNotice = event(
+  'host/notice',
+  z.object({
+    host: hostName,
+    provider: z.enum(['aws', 'gcp', 'azure', 'manual']),
+    kind: z.enum(['termination', 'rebalance', 'preemption']),
+    id: z.string().max(256),
+    /** Ms left at the moment the agent sent it (converted from the provider's time on the agent, once). */
+    remainingMs: z.number().min(0).nullable(),
+  }),
+);
+export type HostNoticeEvent = z.infer<typeof HostNotice.payload>;

@@ -1,0 +1,68 @@
+// A provider's preemption notice drains the doomed host: opted-in containers move with their state, in time.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AwsEmulator } from '../unit/spot/emulators.js';
+import { cli, counterLog, docker, expectOnlyOn, firstBreak, removeEverywhere, removeVolumeEverywhere, restartAgent, waitFor } from './helpers.js';
+
+const [A, B] = ['t-a', 't-b'] as const;
+const OPTED = 'it-spot-counter';
+const VOL = 'it-spot-data';
+const STAYS = 'it-spot-stays';
+
+describe('spot notice (AWS IMDSv2 emulator)', () => {
+  let aws: AwsEmulator;
+  beforeAll(async () => {
+    aws = await AwsEmulator.start();
+    for (const n of [OPTED, STAYS]) await removeEverywhere(n);
+    await removeVolumeEverywhere(VOL);
+    const opted = await docker(A).createContainer({
+      name: OPTED, Image: 'ferry/busybox:1', Hostname: OPTED, Labels: { 'ferry.dev/migrate': 'true', 'ferry.dev/priority': '5' },
+      Cmd: ['sh', '-c', 'i=0; while :; do echo $i >> /data/log; i=$((i+1)); sleep 0.02; done'],
+      HostConfig: { NetworkMode: 'none', Mounts: [{ Type: 'volume', Source: VOL, Target: '/data' }] },
+    });
+    await opted.start();
+    const stays = await docker(A).createContainer({ name: STAYS, Image: 'ferry/busybox:1', Cmd: ['sleep', '3600'], HostConfig: { NetworkMode: 'none' } });
+    await stays.start();
+    await waitFor(() => counterLog(A, VOL), (xs) => xs.length > 10, 10_000, 'the counter to start');
+  });
+  afterAll(async () => {
+    await cli(['uncordon', A]);
+    await restartAgent(A);
+    await aws.emu.close();
+    for (const n of [OPTED, STAYS]) await removeEverywhere(n);
+    await removeVolumeEverywhere(VOL);
+  });
+
+  it('a dry run shows an honest plan: with 1 s left nothing fits, and it says why', async () => {
+    const r = await cli(['drain', A, '--deadline', '1s', '--dry-run', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const plan = JSON.parse(r.stdout);
+    expect(plan.plan).toHaveLength(1);
+    expect(plan.plan[0]).toMatchObject({ container: OPTED, fits: false });
+    expect(plan.plan[0].reason).toMatch(/usable/);
+    // A dry run changes nothing: no cordon, nothing moved.
+    const hosts = JSON.parse((await cli(['hosts', '--json'])).stdout) as { name: string; cordoned: boolean }[];
+    expect(hosts.find((h) => h.name === A)?.cordoned).toBe(false);
+    await expectOnlyOn(OPTED, A);
+  });
+
+  it('an instance-action notice moves the opted-in container off the host before the deadline', async () => {
+    await restartAgent(A, { FERRY_AGENT_SPOT_PROVIDER: 'aws', FERRY_AGENT_SPOT_ENDPOINT: aws.emu.url, FERRY_AGENT_SPOT_POLL_MS: '50' });
+    const before = (await counterLog(A, VOL)).length;
+    const noticeAt = performance.now();
+    aws.instanceAction = JSON.stringify({ action: 'terminate', time: new Date(Date.now() + 120_000).toISOString() });
+    await waitFor(async () => (await docker(B).listContainers({ filters: { name: [`^/${OPTED}$`] } })).length, (n) => n === 1, 60_000, 'the container to arrive on t-b');
+    expect(performance.now() - noticeAt).toBeLessThan(120_000);
+    await expectOnlyOn(OPTED, B);
+    // Not opted in: it stays (and dies with the host, as the user chose).
+    expect((await docker(A).listContainers({ filters: { name: [`^/${STAYS}$`] } })).length).toBe(1);
+    // The doomed host takes no migrations any more.
+    const hosts = JSON.parse((await cli(['hosts', '--json'])).stdout) as { name: string; cordoned: boolean }[];
+    expect(hosts.find((h) => h.name === A)?.cordoned).toBe(true);
+    const refused = await cli(['migrate', OPTED, '--to', A, '--json']);
+    expect(refused.code).toBe(3);
+    // The counter went on, exactly.
+    await waitFor(() => counterLog(B, VOL), (xs) => xs.length > before + 20, 10_000, 'the counter to continue on t-b');
+    expect(firstBreak(await counterLog(B, VOL))).toBe(-1);
+  });
+});
