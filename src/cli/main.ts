@@ -3,7 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { dirname, resolve } from 'node:path';
 import {
-  ControllerApi, FerryError, Progress, asFerryError, isFerryError, type MigrationReport,
+  ClusterEvent, ControllerApi, FerryError, Progress, asFerryError, isFerryError, type MigrationReport,
 } from '../protocol/index.js';
 import { dial } from '../rpc/handshake.js';
 import type { Connection } from '../rpc/connection.js';
@@ -146,6 +146,23 @@ for (const [name, cordoned] of [['cordon', true], ['uncordon', false]] as const)
       }
     });
 }
+
+program.command('events')
+  .description('stream preemption notices, drains and migrations as they happen (Ctrl-C to stop)')
+  .option('--json', 'one JSON object per line')
+  .action(async (o: { json?: boolean }) => {
+    const c = await controller();
+    c.on('event', (m, p) => {
+      if (m !== ClusterEvent.name) return;
+      const e = ClusterEvent.payload.safeParse(p);
+      if (!e.success) return;
+      process.stdout.write(o.json ? `${JSON.stringify({ ts: new Date().toISOString(), ...e.data })}\n` : `${new Date().toISOString()} ${e.data.type.padEnd(14)} ${e.data.host ?? '-'}  ${e.data.message}\n`);
+    });
+    await c.request(ControllerApi.WatchEvents, {}, { timeoutMs: 10_000 });
+    process.stderr.write('watching cluster events\n');
+    process.on('SIGINT', () => { c.close(); process.exit(0); });
+    await new Promise<void>((resolve) => c.on('close', () => resolve()));
+  });
 
 program.parseAsync().catch((e: unknown) => {
   const err = asFerryError(e);

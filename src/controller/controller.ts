@@ -4,8 +4,8 @@ import { createServer, type Server } from 'node:http';
 import { WebSocketServer } from 'ws';
 import client from 'prom-client';
 import {
-  AgentApi, ControllerApi, FerryError, HostNotice, Progress, asFerryError,
-  type HostNoticeEvent, type MigrationReport, type ParamsOf, type PeerRole, type ProgressEvent,
+  AgentApi, ClusterEvent, ControllerApi, FerryError, HostNotice, Progress, asFerryError,
+  type ClusterEventPayload, type HostNoticeEvent, type MigrationReport, type ParamsOf, type PeerRole, type ProgressEvent,
 } from '../protocol/index.js';
 import type { Connection, HandlerEntry } from '../rpc/connection.js';
 import { acceptPeers, WS_OPTIONS } from '../rpc/handshake.js';
@@ -32,6 +32,7 @@ export class Controller {
   /** Hosts no migration may land on (draining, or cordoned by an operator). */
   readonly cordoned = new Set<string>();
   readonly drainer: Drainer;
+  private readonly subscribers = new Set<Connection>();
   private server: Server | null = null;
   url = '';
 
@@ -80,7 +81,10 @@ export class Controller {
     const wss = new WebSocketServer({ server, ...WS_OPTIONS });
     acceptPeers(wss, { name: 'controller', secret: this.cluster.secret, caps: null, log: this.log }, (conn) => {
       conn.serve(this.handlers());
-      conn.on('close', () => { for (const s of this.watchers.values()) s.delete(conn); });
+      conn.on('close', () => {
+        for (const s of this.watchers.values()) s.delete(conn);
+        this.subscribers.delete(conn);
+      });
     });
     const [host, port] = splitHostPort(this.cluster.controller.listen);
     await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(port, host, () => resolve()); });
@@ -100,6 +104,7 @@ export class Controller {
     const cli: readonly PeerRole[] = ['cli'];
     return [
       { method: ControllerApi.ListHosts, roles: cli, handler: async () => this.registry.status(this.cordoned) },
+      { method: ControllerApi.WatchEvents, roles: cli, handler: async (_p, ctx) => { this.subscribers.add(ctx.conn); return {}; } },
       { method: ControllerApi.Drain, roles: cli, handler: async (p) => {
         const d = p as ParamsOf<typeof ControllerApi.Drain>;
         return this.drainer.drain(d.host, d.deadlineMs === null ? null : performance.now() + d.deadlineMs, 'ferry drain', d.dryRun);
@@ -162,15 +167,23 @@ export class Controller {
     // The remaining time becomes a deadline on our own monotonic clock, once: skew between hosts is irrelevant.
     const deadline = n.remainingMs === null ? null : performance.now() + n.remainingMs;
     this.log.warn({ host: n.host, provider: n.provider, kind: n.kind, remainingMs: n.remainingMs }, 'host notice: draining');
+    this.publish({ type: 'notice', host: n.host, message: `${n.provider} ${n.kind}${n.remainingMs === null ? '' : `, ${(n.remainingMs / 1000).toFixed(0)} s left`}`, data: { ...n } });
+    this.publish({ type: 'drain-started', host: n.host, message: `draining ${n.host}` });
     void this.drainer.drain(n.host, deadline, `${n.provider} ${n.kind}`, false)
       .then(async (r) => {
         this.log.info({ host: n.host, results: r.results, notFit: r.plan.filter((m) => !m.fits).map((m) => m.container) }, 'drain finished');
+        this.publish({ type: 'drain-finished', host: n.host, message: `${r.results.filter((x) => x.result === 'succeeded').length}/${r.plan.length} moved in ${(r.totalMs / 1000).toFixed(1)} s`, data: { report: r } });
         await this.registry.get(n.host)?.call(AgentApi.AcknowledgeNotice, { id: n.id }, { timeoutMs: 10_000 });
       })
       .catch((e: unknown) => this.log.error({ host: n.host, err: asFerryError(e).message }, 'drain failed'));
   }
 
+  private publish(e: ClusterEventPayload): void {
+    for (const c of this.subscribers) c.notify(ClusterEvent, e);
+  }
+
   private record(r: MigrationReport): void {
+    this.publish({ type: 'migration', host: r.source, message: `${r.container} ${r.source} → ${r.destination}: ${r.result}${r.downtimeMs === null ? '' : `, freeze ${r.downtimeMs.toFixed(0)} ms`}`, data: { report: r } });
     this.drainer.observe(r, r.bytesTotal);
     this.metrics.total.inc({ result: r.result });
     this.metrics.bytes.inc(r.bytesTotal);

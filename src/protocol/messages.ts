@@ -237,7 +237,10 @@ export type DrainReport = z.infer<typeof DrainReport>;
 export const Drain = method('cluster/drain', z.object({ host: hostName, deadlineMs: z.number().int().min(0).nullable(), dryRun: z.boolean() }), DrainReport);
 export const Cordon = method('cluster/cordon', z.object({ host: hostName, cordoned: z.boolean() }), z.object({ host: hostName, cordoned: z.boolean() }));
 
-export const ControllerApi = { ListHosts, ClusterContainers, StartMigration, Drain, Cordon } as const;
+/** Subscribes this connection to cluster events (notices, drains, migrations) until it closes. */
+export const WatchEvents = method('cluster/watch', z.object({}), z.object({}));
+
+export const ControllerApi = { ListHosts, ClusterContainers, StartMigration, Drain, Cordon, WatchEvents } as const;
 
 // ---------------------------------------------------------------------------------------------------
 // Events.
@@ -268,3 +271,15 @@ export const HostNotice = event(
   }),
 );
 export type HostNoticeEvent = z.infer<typeof HostNotice.payload>;
+
+/** Controller → watching CLIs: something happened in the cluster. */
+export const ClusterEvent = event(
+  'cluster/event',
+  z.object({
+    type: z.enum(['notice', 'drain-started', 'drain-finished', 'migration']),
+    host: z.string().max(64).nullable(),
+    message: z.string().max(4096),
+    data: z.record(z.string(), z.unknown()).optional(),
+  }),
+);
+export type ClusterEventPayload = z.infer<typeof ClusterEvent.payload>;

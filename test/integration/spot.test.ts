@@ -1,6 +1,10 @@
 // A provider's preemption notice drains the doomed host: opted-in containers move with their state, in time.
 
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../src/cli/local-cluster.js';
+import { TEST_CLUSTER_FILE } from './cluster.js';
 import { AwsEmulator } from '../unit/spot/emulators.js';
 import { cli, counterLog, docker, expectOnlyOn, firstBreak, removeEverywhere, removeVolumeEverywhere, restartAgent, waitFor } from './helpers.js';
 
@@ -48,6 +52,13 @@ describe('spot notice (AWS IMDSv2 emulator)', () => {
 
   it('an instance-action notice moves the opted-in container off the host before the deadline', async () => {
     await restartAgent(A, { FERRY_AGENT_SPOT_PROVIDER: 'aws', FERRY_AGENT_SPOT_ENDPOINT: aws.emu.url, FERRY_AGENT_SPOT_POLL_MS: '50' });
+    // `ferry events` watches along, as an operator would.
+    const events = spawn(process.execPath, [join(packageRoot(), 'bin/ferry.js'), 'events', '--json'], { env: { ...process.env, FERRY_CLUSTER: TEST_CLUSTER_FILE } });
+    let seen = '';
+    let ready = '';
+    events.stdout.on('data', (b: Buffer) => (seen += b.toString()));
+    events.stderr.on('data', (b: Buffer) => (ready += b.toString()));
+    await waitFor(() => ready, (t) => t.includes('watching'), 10_000, 'the events stream to subscribe');
     const before = (await counterLog(A, VOL)).length;
     const noticeAt = performance.now();
     aws.instanceAction = JSON.stringify({ action: 'terminate', time: new Date(Date.now() + 120_000).toISOString() });
@@ -64,5 +75,10 @@ describe('spot notice (AWS IMDSv2 emulator)', () => {
     // The counter went on, exactly.
     await waitFor(() => counterLog(B, VOL), (xs) => xs.length > before + 20, 10_000, 'the counter to continue on t-b');
     expect(firstBreak(await counterLog(B, VOL))).toBe(-1);
+    // The operator saw the notice, the drain and the migration, in that order.
+    await waitFor(() => seen, (t) => t.includes('"type":"drain-finished"'), 10_000, 'the drain to be reported');
+    events.kill('SIGINT');
+    const types = seen.trim().split('\n').map((l) => (JSON.parse(l) as { type: string }).type);
+    expect(types).toEqual(['notice', 'drain-started', 'migration', 'drain-finished']);
   });
 });
