@@ -2,6 +2,7 @@
 
 import type { Logger } from '../../src/log/logger.js';
 import type { Notice } from './notice.js';
+import { deadline } from '../../src/util/abort.js';
 
 export interface WatcherOptions {
   /** Base URL of the metadata service (the real one, or an emulator in tests). */
@@ -29,7 +30,7 @@ export abstract class Watcher {
     let backoff = this.o.pollMs;
     while (!signal.aborted) {
       try {
-        for (const n of await this.poll(AbortSignal.any([signal, AbortSignal.timeout(this.o.timeoutMs)]))) {
+        for (const n of await this.poll(deadline(this.o.timeoutMs, signal))) {
           if (this.seen.has(n.id)) continue;
           this.seen.add(n.id);
           this.o.onNotice(n);

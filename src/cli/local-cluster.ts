@@ -2,7 +2,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, writeFileSync, closeSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync, closeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FerryError } from '../protocol/index.js';
@@ -11,6 +11,7 @@ import { run } from '../util/exec.js';
 import { processAlive } from '../util/process.js';
 import { silentLogger } from '../log/logger.js';
 import { ClusterConfig, loadCluster, type HostConfig } from '../cluster.js';
+import { deadline } from '../util/abort.js';
 
 /** The package root, wherever the compiled file sits. */
 export function packageRoot(): string {
@@ -91,7 +92,7 @@ export class LocalCluster {
   async startAgent(cfg: ClusterConfig, name: string, env: Record<string, string>, signal: AbortSignal): Promise<void> {
     const h = cfg.hosts.find((x) => x.name === name);
     if (!h) throw new FerryError('E_NOT_FOUND', `unknown host ${name}`);
-    if (!this.running(`agent-${name}`, cfg.stateDir)) {
+    if (!(await this.current(`agent-${name}`, cfg.stateDir))) {
       mkdirSync(h.dataDir, { recursive: true, mode: 0o700 });
       this.spawnDaemon(`agent-${name}`, cfg.stateDir, [join(this.root, 'bin/ferry-agent.js')], {
         FERRY_AGENT_HOST: h.name,
@@ -112,7 +113,7 @@ export class LocalCluster {
   }
 
   async startController(cfg: ClusterConfig, signal: AbortSignal): Promise<void> {
-    if (!this.running('controller', cfg.stateDir)) this.spawnDaemon('controller', cfg.stateDir, [join(this.root, 'bin/ferry-controller.js'), this.o.file], {});
+    if (!(await this.current('controller', cfg.stateDir))) this.spawnDaemon('controller', cfg.stateDir, [join(this.root, 'bin/ferry-controller.js'), this.o.file], {});
     await this.waitReachable(cfg.controller.url, cfg.secret, signal, async (conn) => {
       // Ready means: every agent is connected to the controller, so the first command works.
       const { ListHosts } = await import('../protocol/messages.js');
@@ -123,15 +124,30 @@ export class LocalCluster {
 
   pid(name: string, stateDir: string): number | null {
     try {
-      const pid = Number(readFileSync(join(stateDir, `${name}.pid`), 'utf8'));
+      const pid = Number(readFileSync(join(stateDir, `${name}.pid`), 'utf8').split(' ')[0]);
       return pid > 0 && alive(pid) ? pid : null;
     } catch {
       return null;
     }
   }
 
-  private running(name: string, stateDir: string): boolean {
-    return this.pid(name, stateDir) !== null;
+  /** Identifies the code a daemon runs: a daemon started from an older build is restarted by `up`. */
+  private buildId(): string {
+    try {
+      return String(Math.floor(statSync(fileURLToPath(import.meta.url)).mtimeMs));
+    } catch {
+      return 'unknown';
+    }
+  }
+
+  /** Running, and from the current build; a daemon from an older build is stopped here so `up` replaces it. */
+  private async current(name: string, stateDir: string): Promise<boolean> {
+    const pid = this.pid(name, stateDir);
+    if (pid === null) return false;
+    const recorded = readFileSync(join(stateDir, `${name}.pid`), 'utf8').split(' ')[1];
+    if (recorded === this.buildId()) return true;
+    await this.stopProcess(name, stateDir);
+    return false;
   }
 
   private spawnDaemon(name: string, stateDir: string, args: string[], env: Record<string, string>): void {
@@ -141,7 +157,7 @@ export class LocalCluster {
     const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out], env: { ...process.env, ...env } });
     closeSync(out);
     child.unref();
-    writeFileSync(join(stateDir, `${name}.pid`), String(child.pid));
+    writeFileSync(join(stateDir, `${name}.pid`), `${child.pid} ${this.buildId()}`);
   }
 
   async stopProcess(name: string, stateDir: string, sig: NodeJS.Signals = 'SIGTERM'): Promise<void> {
@@ -154,7 +170,7 @@ export class LocalCluster {
   }
 
   private async waitReachable(url: string, secret: string, signal: AbortSignal, ready?: (c: import('../rpc/connection.js').Connection) => Promise<boolean>): Promise<void> {
-    const until = AbortSignal.any([signal, AbortSignal.timeout(30_000)]);
+    const until = deadline(30_000, signal);
     let last = '';
     while (!until.aborted) {
       try {

@@ -9,6 +9,7 @@ import { transition, type Phase } from '../migration/state.js';
 import type { Logger } from '../log/logger.js';
 import type { HostClient } from './agent-registry.js';
 import type { JournalStore } from './journal.js';
+import { deadline as withDeadline } from '../util/abort.js';
 
 export interface MigrationRequest {
   container: string;
@@ -55,7 +56,7 @@ export class MigrationRunner {
    */
   async run(signal: AbortSignal): Promise<MigrationReport> {
     const t0 = performance.now();
-    const deadline = AbortSignal.any([signal, AbortSignal.timeout(this.req.timeoutMs)]);
+    const deadline = withDeadline(this.req.timeoutMs, signal);
     // Claimed by the name given before anything is looked up, and by id once resolved: two requests for
     // the same container conflict however they name it, and never both get past preflight.
     const releaseRef = this.req.dryRun ? () => undefined : this.deps.claim(`ref:${this.req.container}`, this.id);

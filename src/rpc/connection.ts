@@ -9,6 +9,7 @@ import {
   type ChunkFrame, type EventType, type Frame, type Method, type PeerRole,
 } from '../protocol/index.js';
 import type { Logger } from '../log/logger.js';
+import { deadline } from '../util/abort.js';
 
 /** What a request handler learns about its caller and the request. */
 export interface CallContext {
@@ -105,8 +106,7 @@ export class Connection extends EventEmitter {
   request<P, R>(m: Method<P, R>, params: P, opts: RequestOptions = {}): Promise<R> {
     if (this.closedWith) return Promise.reject(this.closedWith);
     const id = this.nextId++;
-    const signals = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter((s): s is AbortSignal => !!s);
-    const signal = signals.length ? AbortSignal.any(signals) : undefined;
+    const signal = opts.timeoutMs ? deadline(opts.timeoutMs, opts.signal) : opts.signal;
     return new Promise<R>((resolve, reject) => {
       if (signal?.aborted) { reject(abortError(signal)); return; }
       const onAbort = (): void => {
@@ -232,7 +232,7 @@ export class Connection extends EventEmitter {
     }
     const ac = new AbortController();
     this.inflight.set(id, ac);
-    const signal = dl ? AbortSignal.any([ac.signal, AbortSignal.timeout(dl)]) : ac.signal;
+    const signal = dl ? deadline(dl, ac.signal) : ac.signal;
     const ctx: CallContext = {
       conn: this,
       signal,

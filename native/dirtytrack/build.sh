@@ -1,0 +1,27 @@
+#!/bin/sh
+# Build native/dirtytrack/build/ferry-dirtytrack. Idempotent: does nothing if
+# the binary is newer than every source file and this script.
+#   CC=... CFLAGS_EXTRA=... ./build.sh      FORCE=1 ./build.sh
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out="$here/build/ferry-dirtytrack"
+cc=${CC:-gcc}
+srcs="src/common.c src/json.c src/inject.c src/track.c src/readmem.c src/main.c"
+
+if [ "$(uname -m)" != "x86_64" ]; then
+	echo "ferry-dirtytrack: only x86_64 is supported (syscall injection is arch-specific)" >&2
+	exit 1
+fi
+
+cd "$here"
+if [ -x "$out" ] && [ "${FORCE:-0}" != 1 ]; then
+	stale=$(find src build.sh -newer "$out" -type f | head -n 1)
+	[ -z "$stale" ] && exit 0
+fi
+mkdir -p build
+# shellcheck disable=SC2086
+$cc -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral \
+	-D_FORTIFY_SOURCE=2 -fstack-protector-strong ${CFLAGS_EXTRA:-} \
+	-o "$out.tmp" $srcs
+mv -f "$out.tmp" "$out"
+echo "built $out" >&2
