@@ -30,8 +30,9 @@ describe('spot notice (AWS IMDSv2 emulator)', () => {
     await waitFor(() => counterLog(A, VOL), (xs) => xs.length > 10, 10_000, 'the counter to start');
   });
   afterAll(async () => {
-    await cli(['uncordon', A]);
+    for (const h of [A, B]) await cli(['uncordon', h]);
     await restartAgent(A);
+    await restartAgent(B);
     await aws.emu.close();
     for (const n of [OPTED, STAYS]) await removeEverywhere(n);
     await removeVolumeEverywhere(VOL);
@@ -80,5 +81,24 @@ describe('spot notice (AWS IMDSv2 emulator)', () => {
     events.kill('SIGINT');
     const types = seen.trim().split('\n').map((l) => (JSON.parse(l) as { type: string }).type);
     expect(types).toEqual(['notice', 'drain-started', 'migration', 'drain-finished']);
+  });
+
+  it('a rebalance recommendation (no deadline yet) starts moving containers early', async () => {
+    // The counter now lives on t-b. t-a is healthy again; t-b gets a rebalance recommendation only.
+    expect((await cli(['uncordon', A])).code).toBe(0);
+    const aws2 = await AwsEmulator.start();
+    try {
+      await restartAgent(B, { FERRY_AGENT_SPOT_PROVIDER: 'aws', FERRY_AGENT_SPOT_ENDPOINT: aws2.emu.url, FERRY_AGENT_SPOT_POLL_MS: '50' });
+      const before = (await counterLog(B, VOL)).length;
+      aws2.rebalance = JSON.stringify({ noticeTime: new Date().toISOString() });
+      await waitFor(() => cli(['hosts', '--json']).then((r) => JSON.parse(r.stdout) as { name: string; cordoned: boolean }[]),
+        (hs) => hs.find((h) => h.name === B)?.cordoned === true, 30_000, 't-b to be cordoned');
+      await waitFor(async () => (await docker(B).listContainers({ all: true, filters: { name: [`^/${OPTED}$`] } })).length, (n) => n === 0, 60_000, 'the counter to leave t-b');
+      await expectOnlyOn(OPTED, A);
+      await waitFor(() => counterLog(A, VOL), (xs) => xs.length > before + 20, 10_000, 'the counter to continue on t-a');
+      expect(firstBreak(await counterLog(A, VOL))).toBe(-1);
+    } finally {
+      await aws2.emu.close();
+    }
   });
 });
