@@ -2,16 +2,24 @@
 # The README's test command: set the machine up (idempotent), then run every test on the real stack.
 # The integration tests start their own hosts (t-a, t-b) and remove them afterwards.
 set -euo pipefail
+# pipefail: a failing native suite must not hide behind tee
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-hosts
 mkdir -p .ferry
 status=0
-npx vitest run --reporter=default --reporter=json --outputFile.json=.ferry/vitest.json "$@" || status=$?
-# One plain summary line, for any reader of the log: "N passed, N failed".
+# The native dirty tracker (pre-copy's building block) has its own suite: real ptrace/uffd on test workloads.
+bash native/dirtytrack/test/run.sh 2>&1 | tee .ferry/native.log || status=$?
+vstatus=0
+npx vitest run --reporter=default --reporter=json --outputFile.json=.ferry/vitest.json "$@" || vstatus=$?
+[ "$vstatus" = 0 ] || status=$vstatus
+# One plain summary line over both suites, for any reader of the log: "N passed, N failed".
 node -e '
-  const r = JSON.parse(require("fs").readFileSync(".ferry/vitest.json", "utf8"));
+  const fs = require("fs");
+  const r = JSON.parse(fs.readFileSync(".ferry/vitest.json", "utf8"));
   // A suite that fails in a hook fails no single test; count it, so the line never hides a failure.
-  const failed = r.numFailedTests > 0 ? r.numFailedTests : r.numFailedTestSuites;
-  console.log(`tests: ${r.numPassedTests} passed, ${failed} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
+  let passed = r.numPassedTests, failed = r.numFailedTests > 0 ? r.numFailedTests : r.numFailedTestSuites;
+  const native = /^(\d+) passed, (\d+) failed$/m.exec(fs.readFileSync(".ferry/native.log", "utf8"));
+  if (native) { passed += Number(native[1]); failed += Number(native[2]); } else failed += 1;
+  console.log(`tests: ${passed} passed, ${failed} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
 ' || true
 exit $status
