@@ -165,7 +165,7 @@ export class Agent {
     return { bytes: receiver.bytes, timings: { dial: dialMs, stream: since(t0) - dialMs, ...receiver.kindMs } };
   }
 
-  private async restore(p: P<'Restore'>, _c: CallContext): R<'Restore'> {
+  private async restore(p: P<'Restore'>, c: CallContext): R<'Restore'> {
     const st = await this.target(p.migrationId);
     if (!st.pulled) throw new FerryError('E_PRECONDITION', `migration ${p.migrationId} has not been pulled`);
     const t0 = performance.now();
@@ -177,7 +177,7 @@ export class Agent {
     if (this.cfg.faults.includes('hang-before-restore')) {
       // Test-only: hold here until the caller gives up, so a test can kill the controller mid-migration.
       this.log.warn({ fault: 'hang-before-restore' }, 'fault injection: holding the restore');
-      await new Promise<void>((resolve) => _c.signal.addEventListener('abort', () => resolve(), { once: true }));
+      await new Promise<void>((resolve) => c.signal.addEventListener('abort', () => resolve(), { once: true }));
       throw new FerryError('E_FAULT_INJECTED', 'restore held by fault injection');
     }
     if (this.cfg.faults.includes('restore-fail')) {
