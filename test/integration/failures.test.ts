@@ -8,7 +8,7 @@ import { TEST_CLUSTER_FILE, testCluster } from './cluster.js';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { MAX_FRAME_BYTES } from '../../src/protocol/index.js';
+import { MAX_FRAME_BYTES, MigrationReport, Progress } from '../../src/protocol/index.js';
 import { dial } from '../../src/rpc/handshake.js';
 import { silentLogger } from '../../src/log/logger.js';
 import { cli, cluster, containersNamed, counterLog, docker, firstBreak, lineCommand, expectNoResidue, expectOnlyOn, migrate, restartAgent, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
@@ -194,5 +194,26 @@ describe('controller restart', () => {
     await waitFor(() => readFileSync(`${cfg.stateDir}/journal.jsonl`, 'utf8'), (j) => j.trim().split('\n').at(-1)!.includes('"phase":"rolled-back"'), 60_000, 'recovery to roll back');
     await expectStillRunningOnSource();
     await expectNoResidue();
+  });
+});
+
+describe('the --json contract', () => {
+  it('every line is a schema-valid event or the final report, and nothing carries terminal codes', async () => {
+    const r = await cli(['migrate', NAME, '--to', B, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string });
+    for (const l of lines.slice(0, -1)) {
+      const { type, ...rest } = l;
+      expect(type).toBe('progress');
+      expect(Progress.payload.safeParse(rest).success, JSON.stringify(l)).toBe(true);
+    }
+    const { type, ...report } = lines.at(-1)!;
+    expect(type).toBe('report');
+    expect(MigrationReport.safeParse(report).success).toBe(true);
+    expect(report).toMatchObject({ result: 'succeeded', source: A, destination: B });
+    expect(r.stdout + r.stderr).not.toMatch(/\x1b\[/);
+    // Put it back for the tests that follow.
+    expect((await migrate(NAME, A)).result).toBe('succeeded');
+    await expectStillRunningOnSource();
   });
 });
