@@ -213,6 +213,7 @@ async function main(): Promise<void> {
     rows,
   };
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
+  rmSync('/dev/shm/ferry-bench', { recursive: true, force: true });
 }
 
 main().catch((e: unknown) => { process.stderr.write(`bench failed: ${(e as Error).stack}\n`); process.exit(1); });
