@@ -151,6 +151,8 @@ describe('cancellation', () => {
     const c = await docker(A).createContainer({ name, Image: 'ferry/memhog:1', Hostname: name, Cmd: ['memhog', '--mib', '512', '--rate', '0', '--port', '28113'], HostConfig: { NetworkMode: 'host' } });
     await c.start();
     try {
+      // memhog listens only once its memory is filled: migrating earlier would verify a half-built process.
+      await waitFor(() => lineCommand(28113, 'verify'), (r) => r === 'ok 131072', 30_000, 'memhog to fill its memory and answer');
       const p = spawn(process.execPath, [join(packageRoot(), 'bin/ferry.js'), 'migrate', name, '--to', B, '--json'], { env: { ...process.env, FERRY_CLUSTER: TEST_CLUSTER_FILE } });
       let out = '';
       let sent = false;

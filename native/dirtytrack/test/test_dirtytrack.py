@@ -147,8 +147,10 @@ class Helper:
 
 class Workload:
     def __init__(self, *args, prefix=()):
+        # Its own session: CRIU refuses a task whose session leader lies outside its pid namespace,
+        # which is what a CI runner without a terminal hands us.
         self.p = subprocess.Popen(list(prefix) + [WORKLOAD] + list(args), stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, bufsize=0)
+                                  stdout=subprocess.PIPE, bufsize=0, start_new_session=True)
         CLEANUP.append(self.p)
         self.pid = self.p.pid
         first = read_line(self.p.stdout, 60).decode()
