@@ -17,6 +17,12 @@ import { DockerRuntime } from './runtime/docker-runtime.js';
 import { RuncCheckpointer } from './runtime/runc-checkpointer.js';
 import { LocalStates, type SourceState, type TargetState } from './local-state.js';
 import { EntryReceiver, sendEntries } from './transfer.js';
+import { PrecopySource } from './precopy/source.js';
+import { PageStore } from './precopy/page-store.js';
+import { writeDeltas, rebuildPages, DELTA_SUFFIX } from './precopy/delta.js';
+import { CpuThrottle } from './runtime/cgroup.js';
+import { decodePageRecord } from '../src/protocol/pages.js';
+import type { Connection } from '../src/rpc/connection.js';
 
 type A = typeof AgentApi;
 type P<K extends keyof A> = ParamsOf<A[K]>;
@@ -33,6 +39,10 @@ export class Agent {
   private readonly checkpointer: RuncCheckpointer;
   private readonly metrics: { bytes: Counter; dump: Histogram; restore: Histogram };
   private dataRootCache: string | null = null;
+  /** Source side of running pre-copies: the tracker lives in this process, so it dies with it (and releases). */
+  private readonly precopies = new Map<string, { src: PrecopySource; pid: number; throttle: CpuThrottle | null }>();
+  /** Destination side: the page store and the connection rounds are pulled over. */
+  private readonly stores = new Map<string, { store: PageStore; conn: Connection | null }>();
 
   constructor(
     readonly cfg: AgentConfig,
@@ -60,6 +70,8 @@ export class Agent {
       h('ListContainers', async (p) => this.docker.list(p.all, this.cfg.host), ['controller', 'cli']),
       h('InspectForMigration', (p, c) => this.inspectForMigration(p, c)),
       h('PrepareTarget', (p, c) => this.prepareTarget(p, c)),
+      h('PrecopyStart', (p, c) => this.precopyStart(p, c)),
+      h('PrecopyRound', (p, c) => this.precopyRound(p, c)),
       h('Checkpoint', (p, c) => this.checkpoint(p, c)),
       h('Pull', (p, c) => this.pull(p, c)),
       h('Restore', (p, c) => this.restore(p, c)),
@@ -68,6 +80,7 @@ export class Agent {
       h('AbortTarget', (p) => this.abortTarget(p)),
       h('RollbackSource', (p) => this.rollbackSource(p)),
       h('TransferPull', (p, c) => this.transferPull(p, c), ['agent']),
+      h('TransferPrecopy', (p, c) => this.transferPrecopy(p, c), ['agent']),
     ];
   }
 
@@ -161,8 +174,17 @@ export class Agent {
       await receiver.dispose();
       conn.close();
     }
+    const timings: Record<string, number> = { dial: dialMs, stream: since(t0) - dialMs, ...receiver.kindMs };
+    if (p.manifest.entries.some((e) => e.kind === 'image-file' && e.name.endsWith(DELTA_SUFFIX))) {
+      // Pre-copy: the pages files are rebuilt from what the rounds brought plus the final delta.
+      const pre = this.stores.get(p.migrationId);
+      if (!pre) throw new FerryError('E_PRECONDITION', `no pre-copy page store for ${p.migrationId} on ${this.cfg.host} (agent restarted?)`);
+      const tr = performance.now();
+      await rebuildPages(imagesDir, pre.store, c.signal);
+      timings.rebuild = since(tr);
+    }
     await this.states.save({ ...st, pulled: true });
-    return { bytes: receiver.bytes, timings: { dial: dialMs, stream: since(t0) - dialMs, ...receiver.kindMs } };
+    return { bytes: receiver.bytes, timings };
   }
 
   private async restore(p: P<'Restore'>, c: CallContext): R<'Restore'> {
@@ -198,6 +220,7 @@ export class Agent {
   private async finishTarget(p: P<'FinishTarget'>): R<'FinishTarget'> {
     // A lazy restore still reads pages from the image files until its daemon has filled everything in.
     const waited = await this.waitLazyFill(p.migrationId, AbortSignal.timeout(LAZY_FILL_TIMEOUT_MS));
+    await this.dropStore(p.migrationId);
     await this.states.remove(p.migrationId);
     return waited === null ? {} : { lazyFillMs: waited };
   }
@@ -224,8 +247,121 @@ export class Agent {
     const lazy = Number(await readFile(join(this.states.imagesDir(p.migrationId), 'lazy.pid'), 'utf8').catch(() => '0'));
     if (lazy && processAlive(lazy)) process.kill(lazy, 'SIGKILL');
     for (const v of st.createdVolumes) await this.docker.removeVolumeIfUnused(v);
+    await this.dropStore(p.migrationId);
     await this.states.remove(p.migrationId);
     return { removed };
+  }
+
+  // ---- source ------------------------------------------------------------------------------------
+
+  // ---- pre-copy ----------------------------------------------------------------------------------
+
+  /** Source: attach the dirty tracker to every process of the container; it keeps running untouched. */
+  private async precopyStart(p: P<'PrecopyStart'>, c: CallContext): R<'PrecopyStart'> {
+    const t0 = performance.now();
+    const prior = await this.states.load(p.migrationId);
+    const running = this.precopies.get(p.migrationId);
+    if (prior?.role === 'source' && running) return { processes: 0, attachMs: 0 };
+    if (prior) throw new FerryError('E_PRECONDITION', `migration ${p.migrationId} already has state on ${this.cfg.host}`);
+    const d = await this.docker.describe(p.containerId, c.signal);
+    if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
+    if (!d.upperDir) throw new FerryError('E_PRECONDITION', 'storage driver has no overlay upperdir');
+    await this.states.create(p.migrationId);
+    await this.states.save({
+      role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
+      restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name), upperDir: d.upperDir,
+      dumped: false, manifest: null, cpuQuotaUs: null,
+    });
+    let src: PrecopySource;
+    try {
+      src = await PrecopySource.start(this.cfg.dirtytrack, d.pid, this.log.child({ migrationId: p.migrationId }));
+    } catch (e) {
+      await this.states.remove(p.migrationId);
+      throw e;
+    }
+    this.precopies.set(p.migrationId, { src, pid: d.pid, throttle: null });
+    return { processes: src.processes, attachMs: since(t0) };
+  }
+
+  /** Source, for the destination agent: scan, read and stream one round of dirty pages. */
+  private async transferPrecopy(p: P<'TransferPrecopy'>, c: CallContext): R<'TransferPrecopy'> {
+    const st = await this.states.load(p.migrationId);
+    if (!st || st.role !== 'source' || st.dumped) throw new FerryError('E_NOT_FOUND', `no pre-copy ${p.migrationId} on ${this.cfg.host}`);
+    if (c.conn.peerName !== st.peer || !tokensEqual(p.token, st.token)) throw new FerryError('E_FORBIDDEN', `${c.conn.peerName} may not pull ${p.migrationId}`);
+    const pre = this.precopies.get(p.migrationId);
+    if (!pre) throw new FerryError('E_PRECONDITION', `pre-copy tracking of ${p.migrationId} is not running on ${this.cfg.host} (agent restarted?)`);
+    await this.throttle(st, pre, p.throttle);
+    let n = 0;
+    return pre.src.round(p.round, async (buf) => {
+      await c.sendChunk(n++, 0, buf, true);
+      this.metrics.bytes.inc({ direction: 'out' }, buf.length);
+    }, c.signal);
+  }
+
+  /** Auto-converge: the original quota is persisted before the first change, so a crash cannot lose it. */
+  private async throttle(st: SourceState, pre: { pid: number; throttle: CpuThrottle | null }, fraction: number): Promise<void> {
+    if (fraction === 0 && !pre.throttle) return;
+    if (!pre.throttle) {
+      pre.throttle = await CpuThrottle.of(pre.pid);
+      await this.states.save({ ...st, cpuQuotaUs: pre.throttle.originalQuotaUs });
+    }
+    await pre.throttle.set(fraction);
+  }
+
+  /** Ends tracking and gives the CPU back; safe to call on every path. */
+  private async endPrecopy(mid: string): Promise<void> {
+    const pre = this.precopies.get(mid);
+    if (!pre) return;
+    this.precopies.delete(mid);
+    await pre.src.close();
+    if (pre.throttle) await pre.throttle.restore().catch((e: unknown) => this.log.error({ migrationId: mid, err: (e as Error).message }, 'could not restore the CPU quota'));
+  }
+
+  /** Destination: pull one round into the page store. */
+  private async precopyRound(p: P<'PrecopyRound'>, c: CallContext): R<'PrecopyRound'> {
+    await this.target(p.migrationId);
+    const failAt = this.faultArg('precopy-round-fail');
+    if (failAt !== null && p.round >= failAt) throw new FerryError('E_FAULT_INJECTED', `pre-copy round ${p.round} failed by fault injection`);
+    const t0 = performance.now();
+    let t = this.stores.get(p.migrationId);
+    if (!t) {
+      t = { store: await PageStore.open(this.states.pagesDir(p.migrationId)), conn: null };
+      this.stores.set(p.migrationId, t);
+    }
+    if (!t.conn || t.conn.closed) {
+      const { conn } = await dial({ url: p.source.url, name: this.cfg.host, role: 'agent', serverRole: 'agent', secret: this.cfg.secret, log: this.log, signal: c.signal });
+      if (conn.peerName !== p.source.host) { conn.close(); throw new FerryError('E_UNAUTHENTICATED', `${p.source.url} is ${conn.peerName}, not ${p.source.host}`); }
+      t.conn = conn;
+    }
+    const store = t.store;
+    try {
+      const r = await t.conn.request(AgentApi.TransferPrecopy, { migrationId: p.migrationId, token: p.token, round: p.round, throttle: p.throttle }, {
+        signal: c.signal,
+        onChunk: async (ch) => {
+          const rec = decodePageRecord(Buffer.from(ch.d.buffer, ch.d.byteOffset, ch.d.length));
+          let off = 0;
+          for (const [s, e] of rec.ranges) {
+            await store.write(rec.nsPid, s, rec.data.subarray(off, off + (e - s)));
+            off += e - s;
+          }
+          this.metrics.bytes.inc({ direction: 'in' }, ch.d.length);
+        },
+      });
+      return { ...r, receiveMs: since(t0) };
+    } catch (e) {
+      // A half-received round leaves the store stale for those pages; the migration rolls back anyway.
+      t.conn.close();
+      t.conn = null;
+      throw e;
+    }
+  }
+
+  private async dropStore(mid: string): Promise<void> {
+    const t = this.stores.get(mid);
+    if (!t) return;
+    this.stores.delete(mid);
+    t.conn?.close();
+    await t.store.destroy().catch(() => undefined);
   }
 
   // ---- source ------------------------------------------------------------------------------------
@@ -234,14 +370,16 @@ export class Agent {
     const prior = await this.states.load(p.migrationId);
     if (prior?.role === 'source' && prior.dumped && prior.manifest)
       return { manifest: prior.manifest, imageBytes: await dirBytes(this.states.imagesDir(p.migrationId)), timings: {} };
+    const pre = this.precopies.get(p.migrationId);
+    if (prior && !(prior.role === 'source' && pre)) throw new FerryError('E_PRECONDITION', `migration ${p.migrationId} has stale state on ${this.cfg.host}`);
     const d = await this.docker.describe(p.containerId, c.signal);
     if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
     if (!d.upperDir) throw new FerryError('E_PRECONDITION', 'storage driver has no overlay upperdir');
-    await this.states.create(p.migrationId);
-    const st: SourceState = {
+    if (!prior) await this.states.create(p.migrationId);
+    const st: SourceState = prior?.role === 'source' ? prior : {
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
       restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name), upperDir: d.upperDir,
-      dumped: false, manifest: null,
+      dumped: false, manifest: null, cpuQuotaUs: null,
     };
     await this.states.save(st);
     const timings: Record<string, number> = {};
@@ -250,21 +388,48 @@ export class Agent {
     const policyOff = st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no';
     if (policyOff) await this.docker.setRestartPolicy(d.id, { name: 'no', maximumRetryCount: 0 });
     const t0 = performance.now();
+    let finished: Awaited<ReturnType<PrecopySource['finish']>> | null = null;
+    const imagesDir = this.states.imagesDir(p.migrationId);
     try {
-      const { frozenAt } = await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, d.pid, this.states.imagesDir(p.migrationId), this.states.workDir(p.migrationId), c.signal);
+      const onFrozen = pre ? async (): Promise<void> => {
+        // Frozen: nothing writes any more. The last scan says what changed since the last round; then the
+        // tracker lets go, so that CRIU dumps tasks with no userfaultfd registered.
+        const tf = performance.now();
+        try {
+          finished = await pre.src.finish();
+          timings.finalScan = since(tf);
+        } catch (e) {
+          // Without the last scan nothing the destination holds can be trusted: ship every page.
+          this.log.warn({ migrationId: p.migrationId, err: (e as Error).message }, 'final dirty scan failed; sending all pages');
+          await pre.src.close();
+        }
+      } : undefined;
+      const { frozenAt } = await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, d.pid, imagesDir, this.states.workDir(p.migrationId), c.signal, onFrozen);
       // The workload ran until it was frozen: the controller subtracts this from the freeze it measures.
       timings.beforeFreeze = Math.round((frozenAt - tStart) * 10) / 10;
     } catch (e) {
+      await this.endPrecopy(p.migrationId);
       if (policyOff) await this.docker.setRestartPolicy(d.id, st.restartPolicy).catch(() => undefined);
       await this.states.remove(p.migrationId).catch(() => undefined);
       throw e;
     }
+    await this.endPrecopy(p.migrationId);
     timings.dump = since(t0);
     this.metrics.dump.observe(timings.dump / 1000);
+    const fin = finished as Awaited<ReturnType<PrecopySource['finish']>> | null;
+    if (fin) {
+      const td = performance.now();
+      const delta = await writeDeltas(imagesDir, fin.clean, c.signal);
+      timings.delta = since(td);
+      timings.deltaPages = delta.shippedPages;
+      timings.finalDirtyPages = fin.finalDirtyPages;
+    }
     const entries: ManifestEntry[] = [];
-    const imagesDir = this.states.imagesDir(p.migrationId);
     let imageBytes = 0;
-    for (const name of (await readdir(imagesDir)).sort()) {
+    const names = (await readdir(imagesDir)).sort();
+    for (const name of names) {
+      // A pages file with a delta next to it stays here: the destination rebuilds it from its store.
+      if (names.includes(`${name.replace(/\.img$/, '')}${DELTA_SUFFIX}`)) continue;
       const s = await stat(join(imagesDir, name));
       if (!s.isFile()) continue;
       entries.push({ kind: 'image-file', name, size: s.size });
@@ -273,7 +438,7 @@ export class Agent {
     entries.push({ kind: 'rootfs-diff' });
     for (const v of st.volumes) entries.push({ kind: 'volume', name: v });
     const manifest = { entries };
-    await this.states.save({ ...st, dumped: true, manifest });
+    await this.states.save({ ...st, dumped: true, manifest, cpuQuotaUs: null });
     return { manifest, imageBytes, timings };
   }
 
@@ -297,6 +462,7 @@ export class Agent {
     const st = await this.states.load(p.migrationId);
     if (!st) return { removed: false };
     if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
+    await this.endPrecopy(p.migrationId);
     const removed = await this.docker.remove(st.containerId);
     for (const v of st.volumes) await this.docker.removeVolumeIfUnused(v);
     await this.states.remove(p.migrationId);
@@ -307,6 +473,8 @@ export class Agent {
     const st = await this.states.load(p.migrationId);
     if (!st) return { restored: false, running: false };
     if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
+    await this.endPrecopy(p.migrationId);
+    if (st.cpuQuotaUs !== null) await this.restoreQuota(st);
     let restored = false;
     if (st.dumped && !(await this.docker.isRunning(st.containerId))) {
       // The dump stopped the processes; bring them back here from the images we still hold.
@@ -335,6 +503,8 @@ export class Agent {
         await this.abortTarget({ migrationId: mid });
         done.push(`${mid}: removed unrestored target ${st.containerId.slice(0, 12)}`);
       } else if (st.role === 'source' && !st.dumped) {
+        // A pre-copy's tracker died with the old process (the kernel released it); its throttle did not.
+        if (st.cpuQuotaUs !== null) await this.restoreQuota(st).catch(() => undefined);
         if (st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no') await this.docker.setRestartPolicy(st.containerId, st.restartPolicy).catch(() => undefined);
         await this.states.remove(mid);
         done.push(`${mid}: source was never dumped; state dropped`);
@@ -353,6 +523,13 @@ export class Agent {
   }
 
   // ---- helpers -----------------------------------------------------------------------------------
+
+  private async restoreQuota(st: SourceState): Promise<void> {
+    if (st.cpuQuotaUs === null) return;
+    const i = await this.docker.inspect(st.containerId);
+    if (i.State.Pid) await CpuThrottle.restoreQuota(i.State.Pid, st.cpuQuotaUs);
+    await this.states.save({ ...st, cpuQuotaUs: null });
+  }
 
   private async target(mid: string): Promise<TargetState> {
     const st = await this.states.load(mid);

@@ -1,5 +1,6 @@
 // The agent's configuration: one typed object, from flags and FERRY_AGENT_* variables, validated once.
 
+import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { FerryError } from '../src/protocol/index.js';
 
@@ -22,6 +23,8 @@ export const AgentConfig = z.object({
   criuConfigFile: z.string().nullable().default('/opt/ferry/etc/criu.conf'),
   /** The runtime name dockerd knows Ferry's runc wrapper by. */
   runtimeName: z.string().default('ferry-runc'),
+  /** The native dirty tracker pre-copy drives (native/dirtytrack); built by the project's set-up. */
+  dirtytrack: z.string().default(fileURLToPath(new URL('../../native/dirtytrack/build/ferry-dirtytrack', import.meta.url))),
   /**
    * Restore lazily from the local image: the container runs as soon as its non-memory state is back and
    * pages are filled in behind it, so the freeze does not grow with memory size.
@@ -48,6 +51,7 @@ export function loadAgentConfig(flags: Record<string, unknown>, env: NodeJS.Proc
     runc: flags.runc ?? fromEnv('RUNC'),
     criu: flags.criu ?? fromEnv('CRIU'),
     criuConfigFile: flags.criuConfigFile ?? fromEnv('CRIU_CONFIG_FILE'),
+    dirtytrack: fromEnv('DIRTYTRACK'),
     faults: (fromEnv('FAULTS') ?? '').split(',').filter(Boolean),
     spotProvider: fromEnv('SPOT_PROVIDER'),
     spotEndpoint: fromEnv('SPOT_ENDPOINT'),

@@ -19,6 +19,8 @@ export const SourceState = z.object({
   /** True once CRIU has dumped (and so stopped) the container. */
   dumped: z.boolean(),
   manifest: Manifest.nullable(),
+  /** Pre-copy: the container's CFS quota before auto-converge throttled it, to put back on every path. */
+  cpuQuotaUs: z.number().int().nullable().default(null),
 });
 export type SourceState = z.infer<typeof SourceState>;
 
@@ -48,6 +50,8 @@ export class LocalStates {
   }
   imagesDir(mid: string): string { return join(this.dir(mid), 'images'); }
   workDir(mid: string): string { return join(this.dir(mid), 'work'); }
+  /** The destination's pre-copy page store: outside imagesDir, which a pull empties first. */
+  pagesDir(mid: string): string { return join(this.dir(mid), 'pages'); }
 
   async create(mid: string): Promise<void> {
     await mkdir(this.imagesDir(mid), { recursive: true, mode: 0o700 });

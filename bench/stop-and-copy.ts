@@ -6,7 +6,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { cpus, release, totalmem } from 'node:os';
 import Docker from 'dockerode';
@@ -15,74 +14,10 @@ import { dial } from '../src/rpc/handshake.js';
 import { silentLogger } from '../src/log/logger.js';
 import { clusterFile, loadCluster, type HostConfig } from '../src/cluster.js';
 import { run } from '../src/util/exec.js';
+import { PORT, Pinger, memhogCmd, round, startMemhog, waitPongs } from './lib.js';
 
 const SIZES = (process.env.BENCH_SIZES ?? '64,256,1024').split(',').map(Number);
-const PORT = 28300;
 const CRIU = '/opt/ferry/bin/criu';
-
-/** One TCP connection pinging as fast as answers come; the longest silence is the client-observed freeze. */
-class Pinger {
-  private sock!: Socket;
-  private buf = '';
-  private last = 0;
-  maxGap = 0;
-  pongs = 0;
-  broken: string | null = null;
-  errors = 0;
-  private prev = -1;
-  static async open(port: number): Promise<Pinger> {
-    const p = new Pinger();
-    for (let i = 0; i < 200; i++) {
-      const s = await new Promise<Socket | null>((r) => { const c = connect(port, '127.0.0.1', () => r(c)); c.once('error', () => r(null)); });
-      if (s) { p.sock = s; break; }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    if (!p.sock) throw new Error(`memhog on ${port} did not answer`);
-    p.sock.setEncoding('utf8');
-    p.sock.setNoDelay(true);
-    p.sock.on('data', (d: string) => p.onData(d));
-    p.sock.on('close', () => { p.broken ??= 'closed'; });
-    p.sock.on('error', (e) => { p.broken = e.message; });
-    return p;
-  }
-  start(): void { this.last = performance.now(); this.sock.write('ping\n'); }
-  private onData(d: string): void {
-    this.buf += d;
-    for (let i; (i = this.buf.indexOf('\n')) >= 0;) {
-      const line = this.buf.slice(0, i);
-      this.buf = this.buf.slice(i + 1);
-      const m = /^pong (\d+)/.exec(line);
-      if (!m) continue;
-      const n = Number(m[1]);
-      if (this.prev >= 0 && n !== this.prev + 1) this.errors++;
-      this.prev = n;
-      const now = performance.now();
-      this.maxGap = Math.max(this.maxGap, now - this.last);
-      this.last = now;
-      this.pongs++;
-      this.sock.write('ping\n');
-    }
-  }
-  async command(cmd: string): Promise<string> {
-    const s = await new Promise<Socket>((r, j) => { const c = connect(PORT, '127.0.0.1', () => r(c)); c.once('error', j); });
-    s.setEncoding('utf8');
-    return new Promise((resolve) => { let b = ''; s.on('data', (d: string) => { b += d; if (b.includes('\n')) { s.destroy(); resolve(b.trim()); } }); s.write(`${cmd}\n`); });
-  }
-  close(): void { this.sock.destroy(); }
-}
-
-async function waitPongs(p: Pinger, n: number): Promise<void> {
-  const target = p.pongs + n;
-  while (p.pongs < target && !p.broken) await new Promise((r) => setTimeout(r, 10));
-}
-
-const memhogCmd = (mib: number): string[] => ['memhog', '--mib', String(mib), '--rate', '0', '--port', String(PORT)];
-
-async function startMemhog(d: Docker, name: string, mib: number): Promise<void> {
-  for (const c of await d.listContainers({ all: true, filters: { name: [`^/${name}$`] } })) await d.getContainer(c.Id).remove({ force: true });
-  const c = await d.createContainer({ name, Image: 'ferry/memhog:1', Hostname: name, Cmd: memhogCmd(mib), HostConfig: { NetworkMode: 'host' } });
-  await c.start();
-}
 
 interface Result { freezeMs: number; toolMs: number; bytes: number; verify: string; pingErrors: number; connectionKept: boolean }
 
@@ -95,7 +30,6 @@ async function measure(p: Pinger, act: () => Promise<{ toolMs: number; bytes: nu
   return { freezeMs: round(p.maxGap), toolMs: round(r.toolMs), bytes: r.bytes, verify, pingErrors: p.errors, connectionKept: p.broken === null };
 }
 
-const round = (x: number): number => Math.round(x * 10) / 10;
 
 async function benchFerry(a: HostConfig, b: HostConfig, mib: number, secret: string, url: string): Promise<Result> {
   const name = 'bench-ferry';

@@ -50,6 +50,9 @@ if [ "$need_npm" = 1 ]; then
 fi
 [ -f "$STAMP_NM" ] && [ "$(cat "$STAMP_NM")" = "$LOCK_HASH" ] || echo "$LOCK_HASH" > "$STAMP_NM"
 
+# Pre-copy's native dirty tracker (idempotent: a no-op when the binary is newer than its sources).
+sh native/dirtytrack/build.sh
+
 # Build only when something tsc reads is newer than the last successful build.
 STAMP=dist/.ferry-build-stamp
 if [ ! -f "$STAMP" ] || [ -n "$(find src agent shim bench demos tsconfig.json package.json package-lock.json \

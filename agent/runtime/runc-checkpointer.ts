@@ -21,7 +21,7 @@ export class RuncCheckpointer {
    * Dumps a running container's processes into imagesDir; the processes are gone afterwards. On failure
    * CRIU resumes them, so the container keeps running, and the error carries the first CRIU error line.
    */
-  async dump(runcRoot: string, id: string, pid: number, imagesDir: string, workDir: string, signal: AbortSignal): Promise<{ frozenAt: number }> {
+  async dump(runcRoot: string, id: string, pid: number, imagesDir: string, workDir: string, signal: AbortSignal, onFrozen?: () => Promise<void>): Promise<{ frozenAt: number }> {
     const env = { ...process.env };
     if (this.cfg.criuConfigFile) env.CRIU_CONFIG_FILE = this.cfg.criuConfigFile;
     const args = ['--root', runcRoot, '--criu', this.cfg.criu, 'checkpoint', '--tcp-established', '--image-path', imagesDir, '--work-path', workDir, id];
@@ -29,10 +29,13 @@ export class RuncCheckpointer {
     // Freezing it ourselves and polling every millisecond takes that 100 ms out of every freeze; CRIU finds
     // the cgroup already frozen and goes straight on.
     const freezer = await freezerStateFile(pid);
+    // Pre-copy's last dirty scan must see a container that can no longer write: only our own freeze gives that.
+    if (onFrozen && !freezer) throw new FerryError('E_PRECONDITION', 'pre-copy needs the cgroup v1 freezer');
     const frozenAt = performance.now();
     if (freezer) await freeze(freezer, signal);
     let r;
     try {
+      if (onFrozen) await onFrozen();
       r = await run(this.cfg.runc, args, { signal, env, allowFailure: true });
     } finally {
       // After a dump the tasks hold a pending SIGKILL and die on thaw; after a failure they resume.

@@ -7,6 +7,8 @@
 //   ping   -> "pong <n>"   n counts pings over the process lifetime, so a client sees gaps/duplicates if state is lost
 //   verify -> "ok <pages>" or "bad <count>"   (count = pages that fail a check, +1 if the global sum is off)
 //   stats  -> "rss_pages <n> dirtied <n>"
+//   grow M -> maps M MiB more as a new region, fills it, and includes it in verify: "ok <total pages>"
+//             (memory that appears while a pre-copy runs must arrive too)
 //
 // Each page starts with {index, generation, check} and ends with check again, check = hash(index, generation):
 // a zeroed, torn, misplaced or foreign page fails. A page restored from an OLDER copy is still self-consistent,
@@ -48,6 +50,9 @@ static size_t npages;
 static int sequential;
 static uint64_t dirtied, pings, rng;
 static struct client *clients;
+#define MAX_GROWN 64
+static uint64_t *grown[MAX_GROWN];  // regions added by "grow"; page i of region r holds its tag in every u64
+static size_t grown_pages[MAX_GROWN], ngrown;
 static size_t nclients;
 
 // splitmix64 finalizer over (index, generation); never 0 in practice, so a zero page cannot pass.
@@ -94,7 +99,35 @@ static uint64_t verify(void) {
   }
   if (sum != dirtied)
     bad++;
+  for (size_t r = 0; r < ngrown; r++)
+    for (size_t i = 0; i < grown_pages[r]; i++) {
+      const uint64_t *p = grown[r] + i * (PAGE / 8), tag = check_of(r << 32 | i, ~0ull);
+      bad += p[0] != tag || p[TAIL] != tag || p[PAGE / 16] != tag;
+    }
   return bad;
+}
+
+static size_t total_pages(void) {
+  size_t n = npages;
+  for (size_t r = 0; r < ngrown; r++)
+    n += grown_pages[r];
+  return n;
+}
+
+static int grow(long mib) {
+  if (mib <= 0 || mib > 4096 || ngrown == MAX_GROWN)
+    return -1;
+  size_t n = (size_t)mib * (1024 * 1024 / PAGE);
+  uint64_t *m = mmap(NULL, n * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED)
+    return -1;
+  for (size_t i = 0; i < n; i++) {
+    uint64_t *p = m + i * (PAGE / 8), tag = check_of((uint64_t)ngrown << 32 | i, ~0ull);
+    p[0] = p[PAGE / 16] = p[TAIL] = tag;
+  }
+  grown[ngrown] = m;
+  grown_pages[ngrown++] = n;
+  return 0;
 }
 
 static long rss_pages(void) {
@@ -146,7 +179,12 @@ static int command(struct client *c, char *line) {
     if (bad)
       snprintf(buf, sizeof buf, "bad %llu\n", (unsigned long long)bad);
     else
-      snprintf(buf, sizeof buf, "ok %zu\n", npages);
+      snprintf(buf, sizeof buf, "ok %zu\n", total_pages());
+  } else if (!strncmp(line, "grow ", 5)) {
+    if (grow(strtol(line + 5, NULL, 10)))
+      snprintf(buf, sizeof buf, "err grow\n");
+    else
+      snprintf(buf, sizeof buf, "ok %zu\n", total_pages());
   } else if (!strcmp(line, "stats")) {
     snprintf(buf, sizeof buf, "rss_pages %ld dirtied %llu\n", rss_pages(), (unsigned long long)dirtied);
   } else {

@@ -1,6 +1,6 @@
 // ferry: the command line. Results on stdout, progress and diagnostics on stderr.
 
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { dirname, resolve } from 'node:path';
 import {
   ClusterEvent, ControllerApi, FerryError, Progress, asFerryError, isFerryError, type MigrationReport,
@@ -18,6 +18,12 @@ function parseDuration(v: string): number {
   if (!m) throw new InvalidArgumentError('expected a duration such as 90s, 5m or 1500ms');
   const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
   return Math.round(Number(m[1]) * mult);
+}
+
+function parseCount(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || n < 1 || n > 1000) throw new InvalidArgumentError('expected a whole number from 1 to 1000');
+  return n;
 }
 
 async function controller(): Promise<Connection> {
@@ -80,7 +86,11 @@ program.command('migrate')
   .option('--json', 'NDJSON progress events and the final report on stdout')
   .option('--dry-run', 'run the preflight checks only; change nothing')
   .option('--timeout <duration>', 'give up (and roll back) after this long', parseDuration, 600_000)
-  .action(async (container: string, o: { to: string; from?: string; json?: boolean; dryRun?: boolean; timeout: number }) => {
+  .addOption(new Option('--mode <mode>', 'precopy: move memory in rounds while the container runs; stop-and-copy: all of it inside the freeze').choices(['precopy', 'stop-and-copy']).default('stop-and-copy'))
+  .option('--max-downtime <duration>', 'pre-copy: stop the rounds once the predicted freeze fits this', parseDuration, 100)
+  .option('--max-rounds <n>', 'pre-copy: at most this many rounds', parseCount, 30)
+  .option('--auto-converge', 'pre-copy: throttle the container\'s CPU in steps while it writes faster than the link moves pages (always restored)')
+  .action(async (container: string, o: { to: string; from?: string; json?: boolean; dryRun?: boolean; timeout: number; mode: 'precopy' | 'stop-and-copy'; maxDowntime: number; maxRounds: number; autoConverge?: boolean }) => {
     const c = await controller();
     const tty = !o.json && process.stderr.isTTY === true;
     const line = tty ? new ProgressLine(process.stderr) : null;
@@ -104,6 +114,7 @@ program.command('migrate')
     try {
       report = await c.request(ControllerApi.StartMigration, {
         container, to: o.to, ...(o.from ? { from: o.from } : {}), dryRun: !!o.dryRun, timeoutMs: o.timeout,
+        mode: o.mode, maxDowntimeMs: o.maxDowntime, maxRounds: o.maxRounds, autoConverge: !!o.autoConverge,
       }, { signal: ac.signal, awaitAfterCancel: true });
     } finally {
       line?.end();

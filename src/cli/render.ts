@@ -1,6 +1,6 @@
 // Human output for the CLI: progress on stderr (TTY only), tables and the final report on stdout.
 
-import type { ContainerSummary, DrainReport, HostStatus, MigrationReport, ProgressEvent } from '../protocol/index.js';
+import type { ContainerSummary, DrainReport, HostStatus, MigrationReport, ProgressEvent, RoundStats } from '../protocol/index.js';
 
 const MiB = 2 ** 20;
 export const fmtBytes = (n: number): string => (n >= 10 * MiB ? `${(n / MiB).toFixed(0)} MiB` : n >= MiB ? `${(n / MiB).toFixed(1)} MiB` : `${(n / 1024).toFixed(0)} KiB`);
@@ -34,8 +34,21 @@ export function reportText(r: MigrationReport): string {
     lines.push(`  freeze:    ${fmtMs(r.downtimeMs)}`, `  total:     ${fmtMs(r.totalMs)}`, `  moved:     ${fmtBytes(r.bytesTotal)}`);
     lines.push(`  phases:    ${Object.entries(r.phases).map(([k, v]) => `${k} ${fmtMs(v)}`).join(', ')}`);
   }
+  if (r.rounds?.length) {
+    lines.push(`  mode:      pre-copy, ${r.rounds.length} round${r.rounds.length === 1 ? '' : 's'}`);
+    for (const x of r.rounds) lines.push(`    ${roundText(x)}${x.throttle ? `, CPU throttled ${Math.round(x.throttle * 100)} %` : ''}`);
+  }
+  if (r.convergence) lines.push(`  stopped:   ${r.convergence.reason}: ${r.convergence.explain}`);
   for (const c of r.checks ?? []) lines.push(`  - ${c}`);
   return lines.join('\n');
+}
+
+/** One pre-copy round: what it moved and how fast the container was writing meanwhile. */
+export function roundText(x: Partial<RoundStats>): string {
+  // Round 0 reports every page, not writes: no dirty rate for it.
+  const secs = (x.intervalMs ?? 0) / 1000;
+  const rate = x.round && secs > 0 && x.dirtyPages !== undefined ? `; the container dirtied ${fmtBytes((x.dirtyPages * 4096) / secs)}/s` : '';
+  return `round ${x.round}: ${x.pages ?? 0} pages, ${fmtBytes(x.bytes ?? 0)} in ${fmtMs(x.durationMs ?? 0)}${rate}`;
 }
 
 /** One status line, rewritten in place; only used when stderr is a terminal. */
@@ -55,6 +68,11 @@ export class ProgressLine {
     }
     const t = ((now - this.startedAt) / 1000).toFixed(1);
     const bytes = e.bytes !== undefined ? ` ${fmtBytes(e.bytes)}${e.totalBytes ? `/${fmtBytes(e.totalBytes)}` : ''} ${fmtBytes(this.rate)}/s` : '';
+    if (e.round) {
+      // Each round gets its own line, kept above the status line.
+      this.out.write(`\r\x1b[2K[${t}s] pre-copy ${roundText(e.round)}\n`);
+      return;
+    }
     this.out.write(`\r\x1b[2K[${t}s] ${e.phase} ${e.state}${bytes}${e.message ? ` — ${e.message.slice(0, 80)}` : ''}`);
   }
 

@@ -3,8 +3,9 @@
 import { randomBytes } from 'node:crypto';
 import {
   AgentApi, FerryError, asFerryError, toWire,
-  type ContainerSpec, type MigrationReport, type ProgressEvent, type WireError,
+  type ContainerSpec, type MigrationMode, type MigrationReport, type ProgressEvent, type RoundStats, type WireError,
 } from '../protocol/index.js';
+import { afterRound, startConvergence, DEFAULT_FREEZE_MODEL, type FreezeModel } from '../migration/convergence.js';
 import { transition, type Phase } from '../migration/state.js';
 import type { Logger } from '../log/logger.js';
 import type { HostClient } from './agent-registry.js';
@@ -17,6 +18,10 @@ export interface MigrationRequest {
   from?: string | undefined;
   dryRun: boolean;
   timeoutMs: number;
+  mode?: MigrationMode | undefined;
+  maxDowntimeMs?: number | undefined;
+  maxRounds?: number | undefined;
+  autoConverge?: boolean | undefined;
 }
 
 export interface RunnerDeps {
@@ -47,8 +52,13 @@ export class MigrationRunner {
   private bytes = 0;
   private journaled = false;
   private readonly undo: { name: string; fn: () => Promise<void> }[] = [];
+  private readonly mode: MigrationMode;
+  private readonly rounds: (RoundStats & { receiveMs: number; throttle: number })[] = [];
+  private convergence: MigrationReport['convergence'];
 
-  constructor(private readonly req: MigrationRequest, private readonly deps: RunnerDeps) {}
+  constructor(private readonly req: MigrationRequest, private readonly deps: RunnerDeps) {
+    this.mode = req.mode ?? 'stop-and-copy';
+  }
 
   /**
    * Preflight failures (bad input, conflicts, unreachable hosts) throw: nothing was touched. After
@@ -86,9 +96,15 @@ export class MigrationRunner {
         await this.dest.call(AgentApi.PrepareTarget, { migrationId: this.id, spec: this.located.spec }, { signal: deadline });
       });
       const token = randomBytes(24).toString('hex');
+      const rollbackSource = { name: 'roll back source', fn: async () => { await this.source.call(AgentApi.RollbackSource, { migrationId: this.id }, { timeoutMs: 120_000 }); } };
+      if (this.mode === 'precopy') {
+        // Registered before the call: tracking that started but whose reply was lost is still released.
+        this.undo.push(rollbackSource);
+        await this.precopy(token, deadline);
+      }
       const cp = await this.step('checkpointing', 'checkpoint', async () => {
         // Registered before the call: a dump that fails half-way, or whose reply is lost, still gets undone.
-        this.undo.push({ name: 'roll back source', fn: async () => { await this.source.call(AgentApi.RollbackSource, { migrationId: this.id }, { timeoutMs: 120_000 }); } });
+        if (!this.undo.includes(rollbackSource) && this.mode !== 'precopy') this.undo.push(rollbackSource);
         const called = performance.now();
         const r = await this.source.call(AgentApi.Checkpoint, { migrationId: this.id, containerId: this.located.id, peer: this.dest.name, token }, { signal: deadline });
         // The freeze began when CRIU stopped the tasks, not when we asked: the agent says how long that took.
@@ -123,6 +139,49 @@ export class MigrationRunner {
     return r;
   }
 
+  /**
+   * Rounds of dirty pages while the container runs on the source, until the convergence policy says the
+   * final freeze will not get any shorter (or fits the target). The container is untouched if this fails.
+   */
+  private async precopy(token: string, deadline: AbortSignal): Promise<void> {
+    await this.step('precopying', 'precopy', async () => {
+      await this.source.call(AgentApi.PrecopyStart, { migrationId: this.id, containerId: this.located.id, peer: this.dest.name, token }, { signal: deadline });
+      const tStart = performance.now();
+      let conv = startConvergence({
+        maxDowntimeMs: this.req.maxDowntimeMs ?? 100,
+        maxRounds: this.req.maxRounds ?? 30,
+        maxTotalMs: Math.max(1_000, Math.min(this.req.timeoutMs / 2, 300_000)),
+        autoConverge: this.req.autoConverge ?? false,
+      }, this.freezeModel(), this.located.rssBytes);
+      let throttle = 0;
+      for (let round = 0; ; round++) {
+        const r = await this.dest.call(AgentApi.PrecopyRound, {
+          migrationId: this.id, source: { host: this.source.name, url: this.source.url }, token, round, throttle,
+        }, { signal: deadline });
+        this.rounds.push({ ...r, throttle });
+        this.bytes += r.bytes;
+        const throughput = r.bytes > 0 && r.durationMs > 0 ? r.bytes / (r.durationMs / 1000) : 0;
+        const next = afterRound(conv, {
+          round, pages: r.pages, bytes: r.bytes, dirtyPages: r.dirtyPages, durationMs: r.durationMs, sinceStartMs: performance.now() - tStart,
+        }, throughput);
+        conv = next.state;
+        const d = next.decision;
+        this.deps.progress({ migrationId: this.id, phase: 'precopy', state: 'progress', bytes: this.bytes, round: r, message: d.explain });
+        this.deps.log.info({ migrationId: this.id, round, pages: r.pages, dirtyPages: r.dirtyPages, ms: r.durationMs, decision: d.action, why: d.explain }, 'pre-copy round');
+        if (d.action === 'stop') {
+          this.convergence = { reason: d.reason, explain: d.explain, predictedFreezeMs: Math.round(d.predictedFreezeMs), throttle: d.throttle };
+          break;
+        }
+        throttle = d.throttle;
+      }
+    });
+  }
+
+  /** What the final phase costs besides moving the remaining pages: measured on this machine's kind (README). */
+  private freezeModel(): FreezeModel {
+    return DEFAULT_FREEZE_MODEL;
+  }
+
   private async preflight(signal: AbortSignal): Promise<string[]> {
     const tp = performance.now();
     const { hosts } = this.deps;
@@ -142,7 +201,10 @@ export class MigrationRunner {
       checks.push(`${h.name}: criu ${c.criuVersion}, kernel ${c.kernel}, docker ${c.dockerVersion}, runc ${c.runcVersion}`);
     }
     checks.push(`container ${located.spec.name} (${located.id.slice(0, 12)}) rss ${(located.rssBytes / 2 ** 20).toFixed(1)} MiB, network ${located.spec.networkMode}, volumes ${located.spec.volumes.map((v) => v.name).join(',') || 'none'}`);
-    checks.push('strategy stop-and-copy: reversible until the destination runs');
+    if (this.mode === 'precopy') {
+      if (!this.source.caps?.uffd) throw new FerryError('E_PRECONDITION', `host ${this.source.name} has no userfaultfd: pre-copy cannot track writes there (use --mode stop-and-copy)`);
+      checks.push(`strategy precopy (max downtime ${this.req.maxDowntimeMs ?? 100} ms, max rounds ${this.req.maxRounds ?? 30}${this.req.autoConverge ? ', auto-converge' : ''}): reversible until the destination runs`);
+    } else checks.push('strategy stop-and-copy: reversible until the destination runs');
     this.phases.preflight = ms(tp);
     return checks;
   }
@@ -261,7 +323,7 @@ export class MigrationRunner {
       container: this.located?.spec.name ?? this.req.container,
       source: this.source?.name ?? this.req.from ?? '',
       destination: this.req.to,
-      strategy: 'stop-and-copy',
+      strategy: this.mode,
       result,
       downtimeMs: downtime,
       totalMs: ms(t0),
@@ -269,6 +331,8 @@ export class MigrationRunner {
       phases: this.phases,
       error: error ? { code: error.code, message: error.message } : null,
       ...(checks ? { checks } : {}),
+      ...(this.mode === 'precopy' && this.rounds.length ? { rounds: this.rounds } : {}),
+      ...(this.convergence ? { convergence: this.convergence } : {}),
     };
   }
 }

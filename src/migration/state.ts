@@ -8,13 +8,13 @@ import { FerryError, type WireError } from '../protocol/errors.js';
  * reported the restored container running, and from then on the source copy is only removed.
  */
 export const PHASES = [
-  'pending', 'preflight', 'preparing', 'checkpointing', 'transferring', 'restoring',
+  'pending', 'preflight', 'preparing', 'precopying', 'checkpointing', 'transferring', 'restoring',
   'committed', 'cleaning', 'done',
   'rolling-back', 'rolled-back', 'failed',
 ] as const;
 export type Phase = (typeof PHASES)[number];
 
-export const REVERSIBLE = ['pending', 'preflight', 'preparing', 'checkpointing', 'transferring', 'restoring'] as const;
+export const REVERSIBLE = ['pending', 'preflight', 'preparing', 'precopying', 'checkpointing', 'transferring', 'restoring'] as const;
 export type ReversiblePhase = (typeof REVERSIBLE)[number];
 export const isReversible = (p: Phase): p is ReversiblePhase => (REVERSIBLE as readonly Phase[]).includes(p);
 
@@ -25,7 +25,8 @@ export const isTerminal = (p: Phase): boolean => (TERMINAL as readonly Phase[]).
 export const NEXT = {
   pending: ['preflight', 'rolling-back'],
   preflight: ['preparing', 'done', 'rolling-back'], // done: a dry run stops here
-  preparing: ['checkpointing', 'rolling-back'],
+  preparing: ['precopying', 'checkpointing', 'rolling-back'],
+  precopying: ['checkpointing', 'rolling-back'], // the container runs on the source throughout
   checkpointing: ['transferring', 'rolling-back'],
   transferring: ['restoring', 'rolling-back'],
   restoring: ['committed', 'rolling-back'],

@@ -6,3 +6,4 @@ export * from './codec.js';
 export * from './define.js';
 export * from './messages.js';
 export * from './auth.js';
+export * from './pages.js';

@@ -111,6 +111,48 @@ export const PrepareTarget = method(
   z.object({ containerId: z.string() }),
 );
 
+/** What one pre-copy round did, as the source measured it. */
+export const RoundStats = z.object({
+  round: z.number().int().min(0),
+  /** Pages the scan reported written since the previous round (round 0: every page holding data). */
+  dirtyPages: z.number().int().min(0),
+  pages: z.number().int().min(0),
+  bytes: z.number().int().min(0),
+  records: z.number().int().min(0),
+  scanMs: z.number(),
+  /** Time between this round's scan and the previous one: the window in which `dirtyPages` were written. */
+  intervalMs: z.number(),
+  durationMs: z.number(),
+  processes: z.number().int().min(0),
+});
+export type RoundStats = z.infer<typeof RoundStats>;
+
+/** Source: start tracking the container's writes for pre-copy (it keeps running). */
+export const PrecopyStart = method(
+  'migration/precopyStart',
+  z.object({ migrationId, containerId: z.string(), peer: hostName, token: z.string().max(128) }),
+  z.object({ processes: z.number().int().min(0), attachMs: z.number() }),
+);
+
+/** Destination: pull one pre-copy round from the source into this host's page store. */
+export const PrecopyRound = method(
+  'migration/precopyRound',
+  z.object({
+    migrationId, source: z.object({ host: hostName, url: z.string().max(256) }), token: z.string().max(128),
+    round: z.number().int().min(0).max(10_000),
+    /** Fraction of the container's CPU to take away during this round (auto-converge); 0 for none. */
+    throttle: z.number().min(0).max(0.95),
+  }),
+  RoundStats.extend({ receiveMs: z.number() }),
+);
+
+/** Peer agent → source agent: stream one round's dirty pages as page records (src/protocol/pages.ts). */
+export const TransferPrecopy = method(
+  'transfer/precopy',
+  z.object({ migrationId, token: z.string().max(128), round: z.number().int().min(0).max(10_000), throttle: z.number().min(0).max(0.95) }),
+  RoundStats,
+);
+
 /** Source: freeze and dump the container (it stops running here) and offer its state for transfer. */
 export const Checkpoint = method(
   'migration/checkpoint',
@@ -156,8 +198,8 @@ export const TransferPull = method(
 export const AcknowledgeNotice = method('spot/acknowledge', z.object({ id: z.string().max(256) }), z.object({ acknowledged: z.boolean() }));
 
 export const AgentApi = {
-  AgentInfo, ListContainers, InspectForMigration, PrepareTarget, Checkpoint, Pull, Restore,
-  CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull, AcknowledgeNotice,
+  AgentInfo, ListContainers, InspectForMigration, PrepareTarget, PrecopyStart, PrecopyRound, Checkpoint, Pull, Restore,
+  CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull, TransferPrecopy, AcknowledgeNotice,
 } as const;
 
 // ---------------------------------------------------------------------------------------------------
@@ -174,15 +216,27 @@ export const HostStatus = z.object({
 });
 export type HostStatus = z.infer<typeof HostStatus>;
 
-export const Phase = z.enum(['preflight', 'prepare', 'checkpoint', 'transfer', 'restore', 'commit', 'cleanup', 'rollback']);
+export const Phase = z.enum(['preflight', 'prepare', 'precopy', 'checkpoint', 'transfer', 'restore', 'commit', 'cleanup', 'rollback']);
 export type PhaseName = z.infer<typeof Phase>;
+
+/** How the memory moves: all of it inside the freeze, or in rounds while the container runs. */
+export const MigrationMode = z.enum(['stop-and-copy', 'precopy']);
+export type MigrationMode = z.infer<typeof MigrationMode>;
+
+/** Why pre-copy stopped and what it predicted for the freeze. */
+export const Convergence = z.object({
+  reason: z.string().max(64),
+  explain: z.string().max(1024),
+  predictedFreezeMs: z.number(),
+  throttle: z.number(),
+});
 
 export const MigrationReport = z.object({
   migrationId,
   container: z.string(),
   source: hostName,
   destination: hostName,
-  strategy: z.literal('stop-and-copy'),
+  strategy: MigrationMode,
   result: z.enum(['succeeded', 'rolled_back', 'failed', 'dry_run']),
   /** Freeze: from the moment the source stopped running to the moment the destination ran. */
   downtimeMs: z.number().nullable(),
@@ -191,6 +245,9 @@ export const MigrationReport = z.object({
   phases: z.record(z.string().max(64), z.number()),
   error: z.object({ code: z.string(), message: z.string() }).nullable(),
   checks: z.array(z.string()).optional(),
+  /** Pre-copy only: every round, and why the rounds stopped. */
+  rounds: z.array(RoundStats.extend({ receiveMs: z.number(), throttle: z.number() })).max(10_000).optional(),
+  convergence: Convergence.optional(),
 });
 export type MigrationReport = z.infer<typeof MigrationReport>;
 
@@ -204,6 +261,11 @@ export const StartMigration = method(
     from: hostName.optional(),
     dryRun: z.boolean(),
     timeoutMs: z.number().int().min(1000).max(24 * 3600_000),
+    mode: MigrationMode.optional(),
+    /** Pre-copy: the freeze to aim for, the round cap, and whether to throttle a writer that outruns the link. */
+    maxDowntimeMs: z.number().int().min(1).max(3600_000).optional(),
+    maxRounds: z.number().int().min(1).max(1000).optional(),
+    autoConverge: z.boolean().optional(),
   }),
   MigrationReport,
 );
@@ -254,6 +316,8 @@ export const Progress = event(
     bytes: z.number().int().min(0).optional(),
     totalBytes: z.number().int().min(0).optional(),
     message: z.string().max(1024).optional(),
+    /** Pre-copy rounds: which round this is and what it moved. */
+    round: RoundStats.partial().optional(),
   }),
 );
 export type ProgressEvent = z.infer<typeof Progress.payload>;

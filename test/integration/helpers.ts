@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import Docker from 'dockerode';
 import { expect } from 'vitest';
-import { ControllerApi, type MigrationReport } from '../../src/protocol/index.js';
+import { ControllerApi, Progress, type MigrationReport, type ProgressEvent } from '../../src/protocol/index.js';
 import { dial } from '../../src/rpc/handshake.js';
 import type { Connection } from '../../src/rpc/connection.js';
 import { silentLogger } from '../../src/log/logger.js';
@@ -44,10 +44,13 @@ export async function controller(): Promise<Connection> {
   return conn;
 }
 
-export async function migrate(container: string, to: string, extra: { dryRun?: boolean } = {}): Promise<MigrationReport> {
+export interface MigrateOptions { dryRun?: boolean; mode?: 'precopy' | 'stop-and-copy'; maxRounds?: number; maxDowntimeMs?: number; autoConverge?: boolean }
+
+export async function migrate(container: string, to: string, extra: MigrateOptions = {}, onProgress?: (e: ProgressEvent) => void): Promise<MigrationReport> {
   const c = await controller();
+  if (onProgress) c.on('event', (m, p) => { if (m === Progress.name) onProgress(Progress.payload.parse(p)); });
   try {
-    return await c.request(ControllerApi.StartMigration, { container, to, dryRun: !!extra.dryRun, timeoutMs: 120_000 });
+    return await c.request(ControllerApi.StartMigration, { ...extra, container, to, dryRun: !!extra.dryRun, timeoutMs: 120_000 });
   } finally {
     c.close();
   }
@@ -107,6 +110,9 @@ export async function expectNoResidue(): Promise<void> {
   // A CRIU dump locks the container's connections with an nftables table that only a restore removes.
   const tables = (await run('nft', ['list', 'tables'], { allowFailure: true })).stdout;
   expect(tables.split('\n').filter((l) => l.includes('CRIU-')), 'CRIU network locks left behind').toEqual([]);
+  // Pre-copy's tracker must never outlive its migration: it holds ptrace-injected userfaultfds.
+  const trackers = (await run('pgrep', ['-f', 'ferry-dirtytrack'], { allowFailure: true })).stdout.trim();
+  expect(trackers, 'dirty trackers left running').toBe('');
   for (const h of cluster().hosts) {
     const dirs = existsSync(h.dataDir) ? readdirSync(h.dataDir) : [];
     expect(dirs, `migration state left on ${h.name}`).toEqual([]);

@@ -1,0 +1,170 @@
+// Iterative pre-copy on the real stack: pages move in rounds while the container runs, the freeze only covers
+// the last delta, and every page, write and connection survives.
+
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { MigrationReport, ProgressEvent } from '../../src/protocol/index.js';
+import { docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, waitFor } from './helpers.js';
+
+const [A, B] = ['t-a', 't-b'] as const;
+
+function expectPrecopy(r: MigrationReport, from: string, to: string): void {
+  expect(r, JSON.stringify(r)).toMatchObject({ result: 'succeeded', source: from, destination: to, strategy: 'precopy', error: null });
+  expect(r.rounds?.length, 'rounds').toBeGreaterThanOrEqual(1);
+  // Round 0 moved (nearly) everything while the container ran; the freeze shipped only a delta.
+  expect(r.rounds![0]!.pages).toBeGreaterThan(0);
+  expect(r.convergence?.reason).toBeTruthy();
+  expect(r.phases['checkpoint.deltaPages']).toBeLessThan(r.rounds![0]!.pages);
+}
+
+async function startMemhog(name: string, cmd: string[]): Promise<void> {
+  await removeEverywhere(name);
+  const c = await docker(A).createContainer({ name, Image: 'ferry/memhog:1', Hostname: name, Cmd: cmd, HostConfig: { NetworkMode: 'host' } });
+  await c.start();
+}
+
+/** Host pid of the container's init, and whether any of its VMAs still carries a uffd-wp registration. */
+async function trackedState(host: string, name: string): Promise<{ tracerPid: string; uffdVmas: number }> {
+  const pid = (await docker(host).getContainer(name).inspect()).State.Pid;
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const smaps = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  return {
+    tracerPid: /TracerPid:\s*(\d+)/.exec(status)![1]!,
+    uffdVmas: smaps.split('\n').filter((l) => l.startsWith('VmFlags:') && /\buw\b/.test(l)).length,
+  };
+}
+
+describe('pre-copy: memhog page oracle', () => {
+  const NAME = 'it-pre-memhog';
+  const PORT = 28121;
+  afterEach(async () => { await removeEverywhere(NAME); });
+
+  it('moves 128 MiB there and back in rounds while 2000 random pages/s are written; every page exact', async () => {
+    await startMemhog(NAME, ['memhog', '--mib', '128', '--rate', '2000', '--pattern', 'random', '--port', String(PORT)]);
+    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 32768', 30_000, 'memhog to answer');
+    const before = Number((await lineCommand(PORT, 'ping')).split(' ')[1]);
+    for (const [from, to] of [[A, B], [B, A]] as const) {
+      const events: ProgressEvent[] = [];
+      const r = await migrate(NAME, to, { mode: 'precopy', maxRounds: 5 }, (e) => events.push(e));
+      expectPrecopy(r, from, to);
+      // Round 0 carries the whole working set; the rounds after it only what was written meanwhile.
+      expect(r.rounds![0]!.pages).toBeGreaterThanOrEqual(32_768);
+      for (const later of r.rounds!.slice(1)) expect(later.pages).toBeLessThan(r.rounds![0]!.pages / 2);
+      // The progress stream showed every round as it happened.
+      expect(events.filter((e) => e.phase === 'precopy' && e.state === 'progress').map((e) => e.round?.round)).toEqual(r.rounds!.map((x) => x.round));
+      await expectOnlyOn(NAME, to);
+      expect(await lineCommand(PORT, 'verify')).toBe('ok 32768');
+      await expectNoResidue();
+    }
+    // Its state continued: the ping counter went on from where it was (no restart from zero).
+    expect(Number((await lineCommand(PORT, 'ping')).split(' ')[1])).toBeGreaterThan(before);
+  });
+
+  it('memory that appears during the pre-copy arrives too', async () => {
+    await startMemhog(NAME, ['memhog', '--mib', '64', '--rate', '1000', '--pattern', 'random', '--port', String(PORT)]);
+    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 16384', 30_000, 'memhog to answer');
+    let grown: Promise<string> | null = null;
+    const r = await migrate(NAME, B, { mode: 'precopy', maxRounds: 4, maxDowntimeMs: 1 }, (e) => {
+      // After round 0 has moved the original 64 MiB: 32 MiB more, in a new mapping the rounds must pick up.
+      if (!grown && e.phase === 'precopy' && e.state === 'progress') grown = lineCommand(PORT, 'grow 32');
+    });
+    expect(await grown).toBe('ok 24576');
+    expectPrecopy(r, A, B);
+    expect(r.rounds!.length).toBeGreaterThanOrEqual(2);
+    await expectOnlyOn(NAME, B);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 24576');
+    await expectNoResidue();
+  });
+
+  it('a container of several processes: each one is tracked and arrives exact', async () => {
+    const P2 = PORT + 1;
+    // memhog as init, a second memhog as its child: two address spaces, one container.
+    await startMemhog(NAME, ['sh', '-c', `memhog --mib 32 --rate 500 --port ${P2} & exec memhog --mib 48 --rate 500 --port ${PORT}`]);
+    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 12288', 30_000, 'memhog 1 to answer');
+    await waitFor(() => lineCommand(P2, 'verify'), (r) => r === 'ok 8192', 30_000, 'memhog 2 to answer');
+    const r = await migrate(NAME, B, { mode: 'precopy', maxRounds: 3 });
+    expectPrecopy(r, A, B);
+    expect(r.rounds![0]!.processes).toBe(2);
+    await expectOnlyOn(NAME, B);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 12288');
+    expect(await lineCommand(P2, 'verify')).toBe('ok 8192');
+    await expectNoResidue();
+  });
+});
+
+describe('pre-copy: rollback', () => {
+  const NAME = 'it-pre-rollback';
+  const PORT = 28124;
+  afterEach(async () => {
+    await removeEverywhere(NAME);
+    await restartAgent(B);
+  });
+
+  it('a round that fails leaves the source running, untracked, with its CPU quota back', async () => {
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'precopy-round-fail:2' });
+    await startMemhog(NAME, ['memhog', '--mib', '64', '--rate', '2000', '--pattern', 'random', '--port', String(PORT)]);
+    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 16384', 30_000, 'memhog to answer');
+    const quota = (await docker(A).getContainer(NAME).inspect()).State.Pid;
+    const cpuPath = /(?:^|\n)\d+:cpu,cpuacct:(.*)|(?:^|\n)\d+:cpu:(.*)/.exec(readFileSync(`/proc/${quota}/cgroup`, 'utf8'));
+    const quotaFile = `/sys/fs/cgroup/cpu${cpuPath![1] ?? cpuPath![2]}/cpu.cfs_quota_us`;
+    const quotaBefore = readFileSync(quotaFile, 'utf8');
+    // Auto-converge with an impossible target throttles the writer from round 1 on; the failure must undo it.
+    const r = await migrate(NAME, B, { mode: 'precopy', maxRounds: 10, maxDowntimeMs: 1, autoConverge: true });
+    expect(r, JSON.stringify(r)).toMatchObject({ result: 'rolled_back', strategy: 'precopy', error: { code: 'E_FAULT_INJECTED' } });
+    await expectOnlyOn(NAME, A);
+    expect(await trackedState(A, NAME)).toEqual({ tracerPid: '0', uffdVmas: 0 });
+    expect(readFileSync(quotaFile, 'utf8')).toBe(quotaBefore);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+    await expectNoResidue();
+  });
+});
+
+describe('pre-copy: Redis under a live client on one TCP connection', () => {
+  const NAME = 'it-pre-redis';
+  const PORT = 28125;
+  const KEYS = 50_000;
+  afterEach(async () => { await removeEverywhere(NAME); });
+
+  it('keeps every acknowledged write and the connection', async () => {
+    await removeEverywhere(NAME);
+    const c = await docker(A).createContainer({
+      name: NAME, Image: 'ferry/redis:7', Hostname: NAME,
+      Cmd: ['redis-server', '--bind', '127.0.0.1', '--port', String(PORT), '--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes'],
+      HostConfig: { NetworkMode: 'host' },
+    });
+    await c.start();
+    await waitFor(async () => {
+      const x = await RedisConn.open(PORT);
+      const pong = await x.cmd('PING');
+      x.close();
+      return pong;
+    }, (p) => p === '+PONG', 10_000, 'redis to answer');
+    const conn = await RedisConn.open(PORT);
+    expect(await conn.cmd('DEBUG', 'POPULATE', String(KEYS), 'key', '128')).toBe('+OK');
+    let acked = 0;
+    let stop = false;
+    const writer = (async () => {
+      while (!stop) {
+        expect(await conn.cmd('INCR', 'counter')).toBe(`:${acked + 1}`);
+        expect(await conn.cmd('RPUSH', 'log', String(acked + 1))).toBe(`:${acked + 1}`);
+        acked++;
+      }
+    })();
+    try {
+      await expect.poll(() => acked, { timeout: 10_000 }).toBeGreaterThan(100);
+      const r = await migrate(NAME, B, { mode: 'precopy', maxRounds: 4 });
+      expectPrecopy(r, A, B);
+      await expectOnlyOn(NAME, B);
+      const at = acked;
+      await expect.poll(() => acked, { timeout: 15_000 }).toBeGreaterThan(at + 100);
+      expect(conn.closedWith).toBeNull();
+    } finally {
+      stop = true;
+      await writer;
+    }
+    expect(await conn.cmd('LLEN', 'log')).toBe(`:${acked}`);
+    expect(await conn.cmd('DBSIZE')).toBe(`:${KEYS + 2}`);
+    conn.close();
+    await expectNoResidue();
+  });
+});
