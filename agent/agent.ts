@@ -14,7 +14,12 @@ import { dial } from '../src/rpc/handshake.js';
 import type { Logger } from '../src/log/logger.js';
 import type { AgentConfig } from './config.js';
 import { DockerRuntime } from './runtime/docker-runtime.js';
-import { RuncCheckpointer } from './runtime/runc-checkpointer.js';
+import { RuncCheckpointer, freeze, freezerStateFile } from './runtime/runc-checkpointer.js';
+import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
+import { LazyPageServer } from './lazy/page-server.js';
+import { DeltaStoreSource, LAZY_DELTA, encodeDelta, lazyDeltaName } from './lazy/sources.js';
+import { PageSet } from '../src/criu/page-set.js';
+import { PE_LAZY, PE_PRESENT, pagemapPid, parsePagemap } from '../src/criu/pagemap.js';
 import { LocalStates, type SourceState, type TargetState } from './local-state.js';
 import { EntryReceiver, sendEntries } from './transfer.js';
 import { PrecopySource } from './precopy/source.js';
@@ -43,6 +48,13 @@ export class Agent {
   private readonly precopies = new Map<string, { src: PrecopySource; pid: number; throttle: CpuThrottle | null }>();
   /** Destination side: the page store and the connection rounds are pulled over. */
   private readonly stores = new Map<string, { store: PageStore; conn: Connection | null }>();
+  /**
+   * Source side of a lazy final phase: a copy of every page pre-copy sent. With the final delta it is the
+   * task's whole memory, from which a rollback restores after CRIU has let the task go.
+   */
+  private readonly mirrors = new Map<string, PageStore>();
+  /** Destination side: the page server the restored task's lazy-pages daemon reads from. */
+  private readonly pageServers = new Map<string, LazyPageServer>();
 
   constructor(
     readonly cfg: AgentConfig,
@@ -206,7 +218,17 @@ export class Agent {
       // A real CRIU failure, not a simulated one: an inventory CRIU cannot parse.
       await writeFile(join(imagesDir, 'inventory.img'), 'corrupted by fault injection');
     }
-    if (this.cfg.lazyRestore) await writeFile(join(imagesDir, 'ferry-lazy'), '');
+    const timings: Record<string, number> = {};
+    if ((await readdir(imagesDir)).some((n) => LAZY_DELTA.test(n))) {
+      // A lazy final phase: no pages file holds the memory; this agent serves it (store + delta).
+      const tl = performance.now();
+      this.pageServers.get(p.migrationId)?.close();
+      const server = await LazyPageServer.listen(await DeltaStoreSource.load(imagesDir, this.stores.get(p.migrationId)?.store ?? null), this.log);
+      this.pageServers.set(p.migrationId, server);
+      server.done.catch((e: unknown) => void this.killRestored(p.migrationId, st.containerId, e as Error));
+      await writeFile(join(imagesDir, 'ferry-lazy'), `127.0.0.1 ${server.port}\n`);
+      timings.pageServer = since(tl);
+    } else if (this.cfg.lazyRestore) await writeFile(join(imagesDir, 'ferry-lazy'), '');
     const tStart = performance.now();
     await this.startFromImages(st.containerId, imagesDir);
     const startMs = since(tStart);
@@ -214,12 +236,33 @@ export class Agent {
     if (!i.State.Running) throw new FerryError('E_CRIU_RESTORE', `restored container ${st.containerId.slice(0, 12)} is ${i.State.Status}`);
     await this.states.save({ ...st, restored: true });
     this.metrics.restore.observe(since(t0) / 1000);
-    return { containerId: st.containerId, pid: i.State.Pid, timings: { dockerStart: startMs, total: since(t0) } };
+    return { containerId: st.containerId, pid: i.State.Pid, timings: { ...timings, dockerStart: startMs, total: since(t0) } };
+  }
+
+  /**
+   * The page server cannot answer (a page it should hold is missing, or the daemon misbehaves). The task must
+   * never run on zero pages: kill the daemon (a restore still in progress then fails) and the container.
+   */
+  private async killRestored(mid: string, containerId: string, e: Error): Promise<void> {
+    this.log.error({ migrationId: mid, err: e.message }, 'lazy page serving failed; killing the restored container');
+    const lazy = Number(await readFile(join(this.states.imagesDir(mid), 'lazy.pid'), 'utf8').catch(() => '0'));
+    if (lazy && processAlive(lazy)) process.kill(lazy, 'SIGKILL');
+    await this.docker.docker.getContainer(containerId).kill({ signal: 'SIGKILL' }).catch(() => undefined);
   }
 
   private async finishTarget(p: P<'FinishTarget'>): R<'FinishTarget'> {
     // A lazy restore still reads pages from the image files until its daemon has filled everything in.
     const waited = await this.waitLazyFill(p.migrationId, AbortSignal.timeout(LAZY_FILL_TIMEOUT_MS));
+    const server = this.pageServers.get(p.migrationId);
+    if (server) {
+      this.pageServers.delete(p.migrationId);
+      // The daemon exits 0 only after CLOSE; a daemon that died early left holes, which `done` reports.
+      try {
+        await server.done;
+      } finally {
+        server.close();
+      }
+    }
     await this.dropStore(p.migrationId);
     await this.states.remove(p.migrationId);
     return waited === null ? {} : { lazyFillMs: waited };
@@ -246,6 +289,8 @@ export class Agent {
     // With the restored task gone, a lazy-pages daemon has nobody left to serve.
     const lazy = Number(await readFile(join(this.states.imagesDir(p.migrationId), 'lazy.pid'), 'utf8').catch(() => '0'));
     if (lazy && processAlive(lazy)) process.kill(lazy, 'SIGKILL');
+    this.pageServers.get(p.migrationId)?.close();
+    this.pageServers.delete(p.migrationId);
     for (const v of st.createdVolumes) await this.docker.removeVolumeIfUnused(v);
     await this.dropStore(p.migrationId);
     await this.states.remove(p.migrationId);
@@ -278,6 +323,10 @@ export class Agent {
     } catch (e) {
       await this.states.remove(p.migrationId);
       throw e;
+    }
+    if (this.cfg.lazyFinal) {
+      src.mirror = await PageStore.open(join(this.states.dir(p.migrationId), 'mirror'));
+      this.mirrors.set(p.migrationId, src.mirror);
     }
     this.precopies.set(p.migrationId, { src, pid: d.pid, throttle: null });
     return { processes: src.processes, attachMs: since(t0) };
@@ -356,6 +405,13 @@ export class Agent {
     }
   }
 
+  private async dropMirror(mid: string): Promise<void> {
+    const m = this.mirrors.get(mid);
+    if (!m) return;
+    this.mirrors.delete(mid);
+    await m.destroy().catch(() => undefined);
+  }
+
   private async dropStore(mid: string): Promise<void> {
     const t = this.stores.get(mid);
     if (!t) return;
@@ -404,7 +460,9 @@ export class Agent {
           await pre.src.close();
         }
       } : undefined;
-      const { frozenAt } = await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, d.pid, imagesDir, this.states.workDir(p.migrationId), c.signal, onFrozen);
+      const { frozenAt } = pre && this.cfg.lazyFinal
+        ? await this.lazyFinal(p.migrationId, d, imagesDir, pre.src, timings, c.signal)
+        : await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, d.pid, imagesDir, this.states.workDir(p.migrationId), c.signal, onFrozen);
       // The workload ran until it was frozen: the controller subtracts this from the freeze it measures.
       timings.beforeFreeze = Math.round((frozenAt - tStart) * 10) / 10;
     } catch (e) {
@@ -414,7 +472,7 @@ export class Agent {
       throw e;
     }
     await this.endPrecopy(p.migrationId);
-    timings.dump = since(t0);
+    timings.dump ??= since(t0);
     this.metrics.dump.observe(timings.dump / 1000);
     const fin = finished as Awaited<ReturnType<PrecopySource['finish']>> | null;
     if (fin) {
@@ -458,11 +516,82 @@ export class Agent {
     return { entries };
   }
 
+  /**
+   * Pre-copy's final phase without a full dump: freeze, last dirty scan, `criu dump --lazy-pages`, then take
+   * from CRIU's page server only the lazy pages the destination does not hold current (lazy/lazy-dump.ts has
+   * the life cycle). Any failure before CRIU's session ends leaves the task running on this host.
+   */
+  private async lazyFinal(mid: string, d: { id: string; pid: number; runtime: string }, imagesDir: string, src: PrecopySource, timings: Record<string, number>, signal: AbortSignal): Promise<{ frozenAt: number }> {
+    const freezer = await freezerStateFile(d.pid);
+    if (!freezer) throw new FerryError('E_PRECONDITION', 'pre-copy needs the cgroup v1 freezer');
+    const frozenAt = performance.now();
+    await freeze(freezer, signal);
+    let lazy: LazyDump | null = null;
+    const mirror = this.mirrors.get(mid);
+    if (!mirror) throw new FerryError('E_PRECONDITION', `no pre-copy mirror for ${mid}`);
+    try {
+      let clean = new PageSet();
+      const tf = performance.now();
+      try {
+        const fin = await src.finish();
+        clean = fin.clean;
+        timings.finalDirtyPages = fin.finalDirtyPages;
+      } catch (e) {
+        // Without the last scan nothing the destination holds can be trusted: ship every page.
+        this.log.warn({ migrationId: mid, err: (e as Error).message }, 'final dirty scan failed; sending all pages');
+        await src.close();
+      }
+      timings.finalScan = since(tf);
+      const td = performance.now();
+      lazy = await LazyDump.start({
+        runc: this.cfg.runc, criu: this.cfg.criu, criuConfigFile: this.cfg.criuConfigFile, runcRoot: await this.runcRoot(d.runtime, d.id),
+        id: d.id, imagesDir, workDir: this.states.workDir(mid), signal,
+      });
+      timings.dump = since(td);
+      const tx = performance.now();
+      let shipped = 0;
+      for (const name of await readdir(imagesDir)) {
+        const pid = pagemapPid(name);
+        if (pid === null) continue;
+        const pm = parsePagemap(await readFile(join(imagesDir, name)));
+        const need: { start: number; end: number }[] = [];
+        for (const e of pm.entries) {
+          if (!(e.flags & PE_LAZY) || e.flags & PE_PRESENT) continue;
+          for (const r of clean.runs(pid, e.vaddr, e.vaddr + e.nrPages * 4096)) if (!r.held) need.push(r);
+        }
+        const runs: { vaddr: number; data: Buffer }[] = [];
+        shipped += await lazy.client.fetch(pid, need, (vaddr, data) => { runs.push({ vaddr, data }); }, signal);
+        runs.sort((a, b) => a.vaddr - b.vaddr);
+        await writeFile(join(imagesDir, lazyDeltaName(pid)), encodeDelta(runs), { mode: 0o600 });
+      }
+      timings.deltaFetch = since(tx);
+      timings.deltaPages = shipped;
+      // End CRIU's session now, not at commit: until CRIU exits it holds the task's TCP sockets, and a
+      // restore that reuses their addresses (one host, or a moved IP) fails with EADDRNOTAVAIL. From here a
+      // rollback restores from the mirror plus the delta.
+      const tc = performance.now();
+      await lazy.finish();
+      timings.criuExit = since(tc);
+    } catch (e) {
+      if (lazy && !lazy.ended) {
+        // CRIU dies, the task detaches and resumes at the thaw below, as it was.
+        await lazy.abort();
+        await dropNetworkLock(d.pid);
+      }
+      await writeFile(freezer, 'THAWED').catch(() => undefined);
+      throw e;
+    }
+    // The dumped tasks hold a pending SIGKILL and die on thaw.
+    await writeFile(freezer, 'THAWED').catch(() => undefined);
+    return { frozenAt };
+  }
+
   private async commitSource(p: P<'CommitSource'>): R<'CommitSource'> {
     const st = await this.states.load(p.migrationId);
     if (!st) return { removed: false };
     if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
     await this.endPrecopy(p.migrationId);
+    await this.dropMirror(p.migrationId);
     const removed = await this.docker.remove(st.containerId);
     for (const v of st.volumes) await this.docker.removeVolumeIfUnused(v);
     await this.states.remove(p.migrationId);
@@ -479,9 +608,27 @@ export class Agent {
     if (st.dumped && !(await this.docker.isRunning(st.containerId))) {
       // The dump stopped the processes; bring them back here from the images we still hold.
       await this.docker.waitNotRunning(st.containerId, AbortSignal.timeout(10_000));
-      await this.startFromImages(st.containerId, this.states.imagesDir(p.migrationId));
+      const imagesDir = this.states.imagesDir(p.migrationId);
+      const mirror = this.mirrors.get(p.migrationId);
+      if ((await readdir(imagesDir)).some((n) => LAZY_DELTA.test(n))) {
+        // A lazy final dump wrote no pages: they come from the mirror and the delta, through a local page server.
+        if (!mirror) throw new FerryError('E_CRIU_RESTORE', `the pages of ${p.migrationId} were only in this agent's memory, and it restarted`);
+        const server = await LazyPageServer.listen(await DeltaStoreSource.load(imagesDir, mirror), this.log);
+        server.done.catch((e: unknown) => void this.killRestored(p.migrationId, st.containerId, e as Error));
+        try {
+          await writeFile(join(imagesDir, 'ferry-lazy'), `127.0.0.1 ${server.port}\n`);
+          await this.startFromImages(st.containerId, imagesDir);
+          await this.waitLazyFill(p.migrationId, AbortSignal.timeout(LAZY_FILL_TIMEOUT_MS));
+          await server.done;
+        } finally {
+          server.close();
+        }
+      } else {
+        await this.startFromImages(st.containerId, imagesDir);
+      }
       restored = true;
     }
+    await this.dropMirror(p.migrationId);
     if (st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no') await this.docker.setRestartPolicy(st.containerId, st.restartPolicy);
     const running = await this.docker.isRunning(st.containerId);
     if (!running) throw new FerryError('E_CRIU_RESTORE', `container ${st.containerId.slice(0, 12)} did not come back on ${this.cfg.host}`);

@@ -30,6 +30,12 @@ export const AgentConfig = z.object({
    * pages are filled in behind it, so the freeze does not grow with memory size.
    */
   lazyRestore: z.boolean().default(true),
+  /**
+   * Pre-copy's final phase: `criu dump --lazy-pages` (no page written) and the destination serving the restored
+   * task's memory from its page store plus the final delta, instead of a full dump and a rebuild. Off: the
+   * full dump path (docs/postcopy.md).
+   */
+  lazyFinal: z.boolean().default(true),
   /** Which provider's preemption notices to watch ('none': no watcher), and where its metadata service is. */
   spotProvider: z.enum(['aws', 'gcp', 'azure', 'none']).default('none'),
   spotEndpoint: z.string().url().optional(),
@@ -57,6 +63,7 @@ export function loadAgentConfig(flags: Record<string, unknown>, env: NodeJS.Proc
     spotEndpoint: fromEnv('SPOT_ENDPOINT'),
     spotPollMs: fromEnv('SPOT_POLL_MS') === undefined ? undefined : Number(fromEnv('SPOT_POLL_MS')),
     lazyRestore: fromEnv('LAZY_RESTORE') === undefined ? undefined : fromEnv('LAZY_RESTORE') !== '0',
+    lazyFinal: fromEnv('LAZY_FINAL') === undefined ? undefined : fromEnv('LAZY_FINAL') !== '0',
   };
   const parsed = AgentConfig.safeParse(Object.fromEntries(Object.entries(raw).filter(([, v]) => v !== undefined)));
   if (!parsed.success) throw new FerryError('E_CONFIG', `invalid agent configuration: ${z.prettifyError(parsed.error)}`);

@@ -3,6 +3,7 @@
 
 import { CHUNK_HEADER_BYTES, FerryError } from '../../src/protocol/index.js';
 import { MAX_RECORD_PAGES, MAX_RECORD_RANGES, PAGE_BYTES, recordHeaderBytes, writeRecordHeader, type PageRange } from '../../src/protocol/pages.js';
+import type { PageStore } from './page-store.js';
 import { PageSet } from '../../src/criu/page-set.js';
 import type { Logger } from '../../src/log/logger.js';
 import { containerProcs, nsPidOf } from '../runtime/cgroup.js';
@@ -31,6 +32,8 @@ export type SendRecord = (buf: Buffer) => Promise<void>;
 export class PrecopySource {
   /** Pages the destination holds, as of the last round, keyed by namespace pid. */
   private readonly sent = new PageSet();
+  /** A local copy of every page sent, for a rollback after a lazy final dump (which writes no pages). */
+  mirror: PageStore | null = null;
   private readonly nsPid = new Map<number, number>();
   private released = false;
   private lastScanAt = 0;
@@ -103,6 +106,10 @@ export class PrecopySource {
           data.copy(buf, CHUNK_HEADER_BYTES + head, off, off + rec.pages * PAGE_BYTES);
           off += rec.pages * PAGE_BYTES;
           await send(buf);
+          if (this.mirror) {
+            let at = off - rec.pages * PAGE_BYTES;
+            for (const [s, e] of rec.ranges) { await this.mirror.write(ns, s, data.subarray(at, at + (e - s))); at += e - s; }
+          }
           for (const [s, e] of rec.ranges) this.sent.add(ns, s, e);
           stats.records++;
           stats.pages += rec.pages;

@@ -77,7 +77,7 @@ export async function freezerStateFile(pid: number): Promise<string | null> {
 const FREEZE_TIMEOUT_MS = 2_000;
 
 /** Freezes the cgroup and waits, polling each millisecond, until the kernel reports every task frozen. */
-async function freeze(stateFile: string, signal: AbortSignal): Promise<void> {
+export async function freeze(stateFile: string, signal: AbortSignal): Promise<void> {
   await writeFile(stateFile, 'FROZEN');
   const until = performance.now() + FREEZE_TIMEOUT_MS;
   while ((await readFile(stateFile, 'utf8')).trim() !== 'FROZEN') {

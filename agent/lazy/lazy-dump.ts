@@ -1,0 +1,126 @@
+// The source side of a lazy final phase: `runc checkpoint --lazy-pages` writes every image except the lazy
+// pages and keeps the frozen task's memory in CRIU's pipes, served on a loopback port until the session ends.
+//
+// Life cycle (docs/postcopy.md has the probes behind each step):
+//   freeze (our cgroup freezer) → final dirty scan → start → CRIU serves → fetch the delta → finish: CLOSE,
+//   CRIU kills the task and exits, runc checkpoint exits 0 (the task's sockets are free for the restore).
+//   Failure before finish: abort = SIGKILL CRIU; the tasks detach, we drop CRIU's network lock and thaw them,
+//   and they run on as if nothing happened (probed: verify ok after a killed lazy dump).
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { mkdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { FerryError } from '../../src/protocol/index.js';
+import { run } from '../../src/util/exec.js';
+import { firstCriuError } from '../runtime/runc-checkpointer.js';
+import { CriuPageClient } from './criu-client.js';
+
+export interface LazyDumpOptions {
+  runc: string;
+  criu: string;
+  criuConfigFile: string | null;
+  runcRoot: string;
+  id: string;
+  imagesDir: string;
+  workDir: string;
+  signal: AbortSignal;
+}
+
+const READY_TIMEOUT_MS = 60_000;
+
+export class LazyDump {
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly exit: Promise<number>,
+    readonly client: CriuPageClient,
+    readonly port: number,
+  ) {}
+
+  /** Starts the lazy dump of an already frozen container and connects to CRIU's page server once it serves. */
+  static async start(o: LazyDumpOptions): Promise<LazyDump> {
+    const port = await freePort();
+    const env = { ...process.env };
+    if (o.criuConfigFile) env.CRIU_CONFIG_FILE = o.criuConfigFile;
+    // runc hands its fd 3 to CRIU as the status fd: CRIU writes one byte there when its page server listens.
+    // runc wants it writable, which Node's stdio pipes are not (runc: "not writable"): a plain file we poll.
+    const statusPath = join(o.workDir, 'lazy-status');
+    await mkdir(o.workDir, { recursive: true });
+    const statusFd = openSync(statusPath, 'w', 0o600);
+    const child = spawn(o.runc, ['--root', o.runcRoot, '--criu', o.criu, 'checkpoint', '--tcp-established', '--lazy-pages',
+      '--page-server', `127.0.0.1:${port}`, '--status-fd', '3', '--image-path', o.imagesDir, '--work-path', o.workDir, o.id],
+    { stdio: ['ignore', 'ignore', 'pipe', statusFd], env });
+    closeSync(statusFd);
+    let stderr = '';
+    child.stderr!.on('data', (b: Buffer) => { stderr = (stderr + b.toString()).slice(-2000); });
+    const exit = new Promise<number>((resolve) => child.once('close', (code, sig) => resolve(code ?? (sig ? 128 : 1))));
+    let exited = false;
+    void exit.then(() => { exited = true; });
+    const ready = await Promise.race([
+      (async (): Promise<'ready' | 'gone'> => {
+        // Polled each millisecond: the freeze is running while we wait.
+        while (!exited && !o.signal.aborted) {
+          if ((await stat(statusPath)).size > 0) return 'ready';
+          await new Promise((r) => setTimeout(r, 1));
+        }
+        return 'gone';
+      })(),
+      exit.then((c) => c),
+      new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), READY_TIMEOUT_MS).unref()),
+      new Promise<'aborted'>((resolve) => o.signal.addEventListener('abort', () => resolve('aborted'), { once: true })),
+    ]);
+    if (ready !== 'ready') {
+      if (typeof ready !== 'number') { await killCriu(child); await exit; }
+      const why = await firstCriuError(`${o.workDir}/dump.log`) ?? stderr.trim().slice(-400);
+      throw new FerryError(ready === 'aborted' ? 'E_ABORTED' : 'E_CRIU_DUMP', `lazy checkpoint of ${o.id.slice(0, 12)} failed (${ready}): ${why}`);
+    }
+    try {
+      return new LazyDump(child, exit, await CriuPageClient.connect(port, o.signal), port);
+    } catch (e) {
+      await killCriu(child);
+      await exit;
+      throw e;
+    }
+  }
+
+  private done = false;
+  get ended(): boolean { return this.done; }
+
+  /** Ends the session: CRIU kills the (frozen) task and exits. No way back to the live task after this. */
+  async finish(): Promise<void> {
+    this.done = true;
+    await this.client.close();
+    const code = await this.exit;
+    if (code !== 0) throw new FerryError('E_CRIU_DUMP', `runc checkpoint exited ${code} after the lazy session`);
+  }
+
+  /** Before finish: CRIU dies, the task detaches and resumes once thawed. */
+  async abort(): Promise<void> {
+    this.done = true;
+    this.client.destroy();
+    await killCriu(this.child);
+    await this.exit;
+  }
+}
+
+/** CRIU runs as `criu swrk` under runc: killing runc alone would leave CRIU serving (and, once its socket closes, killing the task). */
+async function killCriu(runc: ChildProcess): Promise<void> {
+  const kids = (await run('pgrep', ['-P', String(runc.pid)], { allowFailure: true })).stdout.trim().split('\n').filter(Boolean).map(Number);
+  for (const k of kids) { try { process.kill(k, 'SIGKILL'); } catch { /* gone */ } }
+  runc.kill('SIGKILL');
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen({ host: '127.0.0.1', port: 0 }, () => r()));
+  const a = s.address();
+  await new Promise<void>((r) => s.close(() => r()));
+  if (!a || typeof a === 'string') throw new FerryError('E_INTERNAL', 'no free port');
+  return a.port;
+}
+
+/** CRIU's nftables network lock outlives a killed CRIU; the table is named after the dumped tree's root pid. */
+export async function dropNetworkLock(rootPid: number): Promise<void> {
+  await run('nft', ['delete', 'table', 'inet', `CRIU-${rootPid}`], { allowFailure: true });
+}

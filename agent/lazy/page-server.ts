@@ -1,0 +1,95 @@
+// The destination agent's page server: `criu lazy-pages --page-server` connects here (loopback) and asks for
+// every lazy page of the restored task; we answer from what pre-copy brought and the final delta.
+//
+// Rules from ../shared/platform/pageserver.md §3/§7: answers strictly in request order; never answer 0 pages
+// and never close on a page we lack (the kernel would zero-fill the rest and the task would run on zeros):
+// hold the answer and report the failure, so the agent kills the restored task itself.
+
+import { createServer, type Server, type Socket } from 'node:net';
+import { FerryError } from '../../src/protocol/index.js';
+import { PAGE, PS_HEADER, PS_IOV_CLOSE, PS_IOV_FORCE_CLOSE, PS_IOV_GET, checkGet, decodeHeader, pagesReply } from '../../src/criu/page-server-wire.js';
+import type { Logger } from '../../src/log/logger.js';
+import { StreamReader } from './stream-reader.js';
+
+/** Where served pages come from. `read` returns 1..nr contiguous pages from vaddr, or null if it has none. */
+export interface PageSource {
+  read(pid: number, vaddr: number, nr: number): Promise<Buffer | null>;
+}
+
+export interface ServeStats { requests: number; pages: number; firstGetMs: number | null; ms: number }
+
+export class LazyPageServer {
+  private conn: Socket | null = null;
+  private readonly t0 = performance.now();
+  readonly stats: ServeStats = { requests: 0, pages: 0, firstGetMs: null, ms: 0 };
+  /** Resolves when the daemon sent CLOSE (every lazy page is in place); rejects on a protocol error or a missing page. */
+  readonly done: Promise<ServeStats>;
+  private settle!: { resolve: (s: ServeStats) => void; reject: (e: Error) => void };
+
+  private constructor(private readonly server: Server, private readonly source: PageSource, private readonly log: Logger) {
+    this.done = new Promise((resolve, reject) => { this.settle = { resolve, reject }; });
+    // Nobody has to await `done` (an aborted restore drops it); the rejection must not crash the agent.
+    this.done.catch(() => undefined);
+    server.on('connection', (s) => this.accept(s));
+  }
+
+  static async listen(source: PageSource, log: Logger): Promise<LazyPageServer> {
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: '127.0.0.1', port: 0 }, () => resolve());
+    });
+    return new LazyPageServer(server, source, log);
+  }
+
+  get port(): number {
+    const a = this.server.address();
+    if (!a || typeof a === 'string') throw new FerryError('E_INTERNAL', 'page server has no port');
+    return a.port;
+  }
+
+  close(): void {
+    this.server.close();
+    this.conn?.destroy();
+  }
+
+  private accept(s: Socket): void {
+    // One lazy-pages daemon per restore. A second connection on loopback is not ours to serve.
+    if (this.conn) { s.destroy(); return; }
+    this.conn = s;
+    s.setNoDelay(true);
+    this.server.close();
+    void this.serve(s, new StreamReader(s)).then(
+      () => { this.stats.ms = performance.now() - this.t0; this.settle.resolve(this.stats); },
+      (e: Error) => { this.log.error({ err: e.message }, 'lazy page server failed'); this.settle.reject(e); },
+    );
+  }
+
+  private async serve(s: Socket, r: StreamReader): Promise<void> {
+    for (;;) {
+      const b = await r.read(PS_HEADER);
+      if (!b) throw new FerryError('E_PROTOCOL', 'lazy-pages daemon went away without CLOSE');
+      const h = decodeHeader(b);
+      if (h.cmd === PS_IOV_CLOSE || h.cmd === PS_IOV_FORCE_CLOSE) {
+        const st = Buffer.alloc(4);
+        s.write(st);
+        s.end();
+        return;
+      }
+      if (h.cmd !== PS_IOV_GET) throw new FerryError('E_PROTOCOL', `unexpected page-server command ${h.cmd.toString(16)}`);
+      checkGet(h);
+      this.stats.firstGetMs ??= performance.now() - this.t0;
+      const data = await this.source.read(h.dstId, h.vaddr, h.nrPages);
+      if (!data) {
+        // Held, not answered: see the header comment. The agent kills the restored task on this rejection.
+        throw new FerryError('E_INTEGRITY', `page ${h.vaddr.toString(16)} of process ${h.dstId} is neither pre-copied nor in the final delta`);
+      }
+      const n = data.length / PAGE;
+      if (n < 1 || n > h.nrPages || data.length % PAGE) throw new FerryError('E_INTERNAL', `page source returned ${data.length} bytes for ${h.nrPages} pages`);
+      this.stats.requests++;
+      this.stats.pages += n;
+      // Header and data in one write; respect back-pressure so a slow daemon does not make us buffer 4 MiB chunks.
+      if (!s.write(Buffer.concat([pagesReply(h.dstId, h.vaddr, n), data]))) await new Promise((res) => s.once('drain', res));
+    }
+  }
+}

@@ -1,0 +1,72 @@
+// What the destination's page server serves from: the final delta (pages that changed, or were never sent,
+// as of the freeze) first, then the pre-copy page store. A store page the delta does not override is
+// current by construction: the source ships every lazy page outside its `clean` set.
+
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { PAGE } from '../../src/criu/page-server-wire.js';
+import { parseDelta } from '../precopy/delta.js';
+import type { PageStore } from '../precopy/page-store.js';
+import type { PageSource } from './page-server.js';
+
+/** The final delta of a lazy final phase: lazy-<nsPid>.ldelta (not .delta: that suffix asks for a rebuild), runs as in precopy/delta.ts. */
+export const LAZY_DELTA = /^lazy-(\d+)\.ldelta$/;
+export const lazyDeltaName = (pid: number): string => `lazy-${pid}.ldelta`;
+
+interface Run { vaddr: number; data: Buffer }
+
+export class DeltaStoreSource implements PageSource {
+  private constructor(private readonly delta: Map<number, Run[]>, private readonly store: PageStore | null) {}
+
+  static async load(imagesDir: string, store: PageStore | null): Promise<DeltaStoreSource> {
+    const delta = new Map<number, Run[]>();
+    for (const name of await readdir(imagesDir)) {
+      const m = LAZY_DELTA.exec(name);
+      if (m) delta.set(Number(m[1]), parseDelta(await readFile(join(imagesDir, name))));
+    }
+    return new DeltaStoreSource(delta, store);
+  }
+
+  get deltaPages(): number {
+    let n = 0;
+    for (const runs of this.delta.values()) for (const r of runs) n += r.data.length / PAGE;
+    return n;
+  }
+
+  async read(pid: number, vaddr: number, nr: number): Promise<Buffer | null> {
+    const runs = this.delta.get(pid) ?? [];
+    // The run holding vaddr, or the first one after it (which bounds what the store may answer).
+    let lo = 0;
+    let hi = runs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (runs[mid]!.vaddr + runs[mid]!.data.length <= vaddr) lo = mid + 1;
+      else hi = mid;
+    }
+    const r = runs[lo];
+    let end = vaddr + nr * PAGE;
+    if (r && r.vaddr <= vaddr) {
+      const from = vaddr - r.vaddr;
+      return r.data.subarray(from, Math.min(r.data.length, from + nr * PAGE));
+    }
+    if (r) end = Math.min(end, r.vaddr);
+    if (!this.store) return null;
+    const first = this.store.held.runs(pid, vaddr, end).next();
+    if (first.done || !first.value.held) return null;
+    const buf = Buffer.allocUnsafe(first.value.end - vaddr);
+    await this.store.readInto(pid, vaddr, buf);
+    return buf;
+  }
+}
+
+/** Delta runs (sorted, disjoint) in the file layout parseDelta reads. */
+export function encodeDelta(runs: readonly Run[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const r of runs) {
+    const h = Buffer.alloc(16);
+    h.writeBigUInt64LE(BigInt(r.vaddr), 0);
+    h.writeUInt32LE(r.data.length / PAGE, 8);
+    parts.push(h, r.data);
+  }
+  return Buffer.concat(parts);
+}
