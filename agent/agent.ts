@@ -548,6 +548,7 @@ export class Agent {
         id: d.id, imagesDir, workDir: this.states.workDir(mid), signal,
       });
       timings.dump = since(td);
+      if (this.cfg.faults.includes('lazy-delta-fail')) throw new FerryError('E_FAULT_INJECTED', 'delta fetch failed by fault injection');
       const tx = performance.now();
       let shipped = 0;
       for (const name of await readdir(imagesDir)) {
@@ -576,7 +577,7 @@ export class Agent {
       if (lazy && !lazy.ended) {
         // CRIU dies, the task detaches and resumes at the thaw below, as it was.
         await lazy.abort();
-        await dropNetworkLock(d.pid);
+        await dropNetworkLock(imagesDir);
       }
       await writeFile(freezer, 'THAWED').catch(() => undefined);
       throw e;

@@ -9,7 +9,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { FerryError } from '../../src/protocol/index.js';
@@ -98,9 +98,10 @@ export class LazyDump {
   /** Before finish: CRIU dies, the task detaches and resumes once thawed. */
   async abort(): Promise<void> {
     this.done = true;
-    this.client.destroy();
+    // CRIU first: a session that ends while CRIU lives counts as a finished dump, and CRIU kills the task.
     await killCriu(this.child);
     await this.exit;
+    this.client.destroy();
   }
 }
 
@@ -120,7 +121,16 @@ async function freePort(): Promise<number> {
   return a.port;
 }
 
-/** CRIU's nftables network lock outlives a killed CRIU; the table is named after the dumped tree's root pid. */
-export async function dropNetworkLock(rootPid: number): Promise<void> {
-  await run('nft', ['delete', 'table', 'inet', `CRIU-${rootPid}`], { allowFailure: true });
+/**
+ * CRIU's nftables network lock outlives a killed CRIU. CRIU 4.x names the table after the dump's run id
+ * (`CRIU-<first characters of dump_criu_run_id>`), which the inventory image carries as a UUID string.
+ */
+export async function dropNetworkLock(imagesDir: string): Promise<void> {
+  const inv = await readFile(join(imagesDir, 'inventory.img')).catch(() => null);
+  const id = inv ? /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/.exec(inv.toString('latin1'))?.[0] : undefined;
+  if (!id) return;
+  const tables = (await run('nft', ['list', 'tables'], { allowFailure: true })).stdout;
+  for (const m of tables.matchAll(/^table inet (CRIU-(\S+))$/gm)) {
+    if (id.startsWith(m[2]!)) await run('nft', ['delete', 'table', 'inet', m[1]!], { allowFailure: true });
+  }
 }

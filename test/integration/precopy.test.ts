@@ -119,6 +119,51 @@ describe('pre-copy: rollback', () => {
   });
 });
 
+describe('pre-copy: rollback after the lazy final dump', () => {
+  const NAME = 'it-pre-lazy-rollback';
+  const PORT = 28126;
+  afterEach(async () => {
+    await removeEverywhere(NAME);
+    await restartAgent(A);
+    await restartAgent(B);
+  });
+
+  const start = async (): Promise<void> => {
+    await startMemhog(NAME, ['memhog', '--mib', '64', '--rate', '2000', '--pattern', 'random', '--port', String(PORT)]);
+    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 16384', 30_000, 'memhog to answer');
+  };
+  const dirtied = async (): Promise<number> => Number(/dirtied (\d+)/.exec(await lineCommand(PORT, 'stats'))![1]);
+
+  it('a restore that fails after CRIU let the task go brings it back on the source from its mirror, every page exact', async () => {
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'restore-fail' });
+    await start();
+    const before = await dirtied();
+    const r = await migrate(NAME, B, { mode: 'precopy', maxRounds: 4 });
+    expect(r, JSON.stringify(r)).toMatchObject({ result: 'rolled_back', strategy: 'precopy', error: { code: 'E_CRIU_RESTORE' } });
+    expect(r.phases['checkpoint.deltaFetch'], 'the lazy final phase ran').toBeGreaterThanOrEqual(0);
+    await expectOnlyOn(NAME, A);
+    // Its memory came back from the mirror and the delta: every page consistent, and the writer went on from
+    // where it was frozen (its count never goes back).
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+    expect(await dirtied()).toBeGreaterThanOrEqual(before);
+    await expectNoResidue();
+  });
+
+  it('a failure while CRIU still holds the task lets the task run on where it was, untouched', async () => {
+    await restartAgent(A, { FERRY_AGENT_FAULTS: 'lazy-delta-fail' });
+    await start();
+    const pid = (await docker(A).getContainer(NAME).inspect()).State.Pid;
+    const r = await migrate(NAME, B, { mode: 'precopy', maxRounds: 4 });
+    expect(r, JSON.stringify(r)).toMatchObject({ result: 'rolled_back', error: { code: 'E_FAULT_INJECTED' } });
+    await expectOnlyOn(NAME, A);
+    // The same process, not a restored copy: CRIU was killed and the task detached and thawed.
+    expect((await docker(A).getContainer(NAME).inspect()).State.Pid).toBe(pid);
+    expect(await trackedState(A, NAME)).toEqual({ tracerPid: '0', uffdVmas: 0 });
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+    await expectNoResidue();
+  });
+});
+
 describe('pre-copy: Redis under a live client on one TCP connection', () => {
   const NAME = 'it-pre-redis';
   const PORT = 28125;
