@@ -20,7 +20,10 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 10);
 const MODES = (process.env.BENCH_MODES ?? 'precopy,stop-and-copy').split(',') as ('precopy' | 'stop-and-copy')[];
 const NAME = 'bench-precopy';
 
-interface Run { stallMs: number; totalMs: number; downtimeMs: number; bytes: number; rounds: number; reason: string | null; achievedRate: number }
+interface Run { stallMs: number; totalMs: number; downtimeMs: number; bytes: number; rounds: number; reason: string | null; achievedRate: number; freeze: Record<string, number> }
+
+/** The freeze's parts as the agents measured them (checkpoint.* up to restore.*). */
+const freezeParts = (r: MigrationReport): Record<string, number> => Object.fromEntries(Object.entries(r.phases).filter(([k]) => /^(checkpoint\.|transfer$|restore\.dockerStart)/.test(k)));
 
 async function main(): Promise<void> {
   const cluster = loadCluster(clusterFile());
@@ -41,6 +44,7 @@ async function main(): Promise<void> {
           const runs: Run[] = [];
           let where = a.name;
           let verify = '';
+          let kept = false;
           try {
             for (let i = 0; i < RUNS; i++) {
               const to = where === a.name ? b.name : a.name;
@@ -54,12 +58,14 @@ async function main(): Promise<void> {
               await waitPongs(p, 100);
               const after = Number(/dirtied (\d+)/.exec(await p.command('stats'))![1]);
               runs.push({
-                stallMs: round(p.maxGap), totalMs: round(r.totalMs), downtimeMs: round(r.downtimeMs ?? NaN), bytes: r.bytesTotal,
+                // Every byte that crossed: the rounds' pages plus the final transfer.
+                stallMs: round(p.maxGap), totalMs: round(r.totalMs), downtimeMs: round(r.downtimeMs ?? NaN), bytes: r.bytesTotal + (r.rounds ?? []).reduce((n, x) => n + x.bytes, 0), freeze: freezeParts(r),
                 rounds: r.rounds?.length ?? 0, reason: r.convergence?.reason ?? null, achievedRate: Math.round((after - before) / elapsed),
               });
               where = to;
             }
             verify = await p.command('verify');
+            kept = p.broken === null;
           } finally {
             p.close();
             for (const d of docker.values()) await d.getContainer(NAME).remove({ force: true }).catch(() => undefined);
@@ -74,7 +80,7 @@ async function main(): Promise<void> {
             roundsP50: percentile(runs.map((x) => x.rounds), 50),
             stopReasons: [...new Set(runs.map((x) => x.reason))],
             writerRateDuringMigration: percentile(runs.map((x) => x.achievedRate), 50),
-            verify, connectionKept: p.broken === null, pingErrors: p.errors,
+            verify, connectionKept: kept, pingErrors: p.errors,
             each: runs,
           });
         }

@@ -90,7 +90,7 @@ export class LazyDump {
   /** Ends the session: CRIU kills the (frozen) task and exits. No way back to the live task after this. */
   async finish(): Promise<void> {
     this.done = true;
-    await this.client.close();
+    this.client.sendClose();
     const code = await this.exit;
     if (code !== 0) throw new FerryError('E_CRIU_DUMP', `runc checkpoint exited ${code} after the lazy session`);
   }

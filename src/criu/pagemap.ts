@@ -84,36 +84,3 @@ export function pagemapPid(name: string): number | null {
   const m = /^pagemap-(\d+)\.img$/.exec(name);
   return m ? Number(m[1]) : null;
 }
-
-function putVarint(out: number[], v: number): void {
-  while (v >= 128) { out.push((v % 128) | 0x80); v = Math.floor(v / 128); }
-  out.push(v);
-}
-
-/**
- * The inverse of parsePagemap, in CRIU 4.2's field order (1 vaddr, 2 compat_nr_pages = 0, 4 flags,
- * 5 nr_pages): pageserver.md §2 showed a pagemap written this way byte-identical to CRIU's own.
- */
-export function encodePagemap(pm: Pagemap): Buffer {
-  const out: number[] = [];
-  const msg = (body: number[]): void => {
-    const n = body.length;
-    out.push(n & 0xff, (n >>> 8) & 0xff, (n >>> 16) & 0xff, (n >>> 24) & 0xff, ...body);
-  };
-  const head: number[] = [0x08];
-  putVarint(head, pm.pagesId);
-  msg(head);
-  for (const e of pm.entries) {
-    const b: number[] = [0x08];
-    putVarint(b, e.vaddr);
-    b.push(0x10, 0x00, 0x20);
-    putVarint(b, e.flags);
-    b.push(0x28);
-    putVarint(b, e.nrPages);
-    msg(b);
-  }
-  const magic = Buffer.alloc(8);
-  magic.writeUInt32LE(IMG_COMMON_MAGIC, 0);
-  magic.writeUInt32LE(PAGEMAP_MAGIC, 4);
-  return Buffer.concat([magic, Buffer.from(out)]);
-}

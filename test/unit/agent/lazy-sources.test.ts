@@ -1,0 +1,50 @@
+// The destination's page source for a lazy final phase: delta first, store second, never a page it lacks.
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PageStore } from '../../../agent/precopy/page-store.js';
+import { DeltaStoreSource, encodeDelta, lazyDeltaName } from '../../../agent/lazy/sources.js';
+import { parseDelta } from '../../../agent/precopy/delta.js';
+
+const P = 4096;
+const page = (tag: number, n = 1): Buffer => { const b = Buffer.alloc(n * P); for (let i = 0; i < n; i++) b.writeUInt32LE(tag + i, i * P); return b; };
+const tags = (b: Buffer): number[] => Array.from({ length: b.length / P }, (_, i) => b.readUInt32LE(i * P));
+
+describe('DeltaStoreSource', () => {
+  let dir = '';
+  afterEach(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
+
+  async function setup(): Promise<DeltaStoreSource> {
+    dir = mkdtempSync(join(tmpdir(), 'ferry-lazy-'));
+    const store = await PageStore.open(join(dir, 'store'));
+    // Pre-copy held pages 0x10000..0x18000 (tags 100..107), pid 1.
+    await store.write(1, 0x10000, page(100, 8));
+    // The final delta replaced pages 0x12000..0x14000 (tags 900..901) and brought one never sent (0x30000).
+    await writeFile(join(dir, lazyDeltaName(1)), encodeDelta([{ vaddr: 0x12000, data: page(900, 2) }, { vaddr: 0x30000, data: page(950) }]));
+    return DeltaStoreSource.load(dir, store);
+  }
+
+  it('serves a stale store page never: the delta overrides and bounds what the store may answer', async () => {
+    const s = await setup();
+    expect(tags((await s.read(1, 0x10000, 8))!)).toEqual([100, 101]);
+    expect(tags((await s.read(1, 0x12000, 8))!)).toEqual([900, 901]);
+    expect(tags((await s.read(1, 0x13000, 1))!)).toEqual([901]);
+    expect(tags((await s.read(1, 0x14000, 8))!)).toEqual([104, 105, 106, 107]);
+    expect(tags((await s.read(1, 0x30000, 4))!)).toEqual([950]);
+    expect(s.deltaPages).toBe(3);
+  });
+
+  it('answers null, not zeros, for a page it does not hold', async () => {
+    const s = await setup();
+    expect(await s.read(1, 0x18000, 1)).toBeNull();
+    expect(await s.read(2, 0x10000, 1)).toBeNull();
+  });
+
+  it('encodes deltas that parseDelta reads back', () => {
+    const runs = [{ vaddr: 0x1000, data: page(1, 2) }, { vaddr: 0x9000, data: page(7) }];
+    expect(parseDelta(encodeDelta(runs)).map((r) => [r.vaddr, tags(r.data)])).toEqual([[0x1000, [1, 2]], [0x9000, [7]]]);
+  });
+});
