@@ -524,11 +524,11 @@ export class Agent {
   private async lazyFinal(mid: string, d: { id: string; pid: number; runtime: string }, imagesDir: string, src: PrecopySource, timings: Record<string, number>, signal: AbortSignal): Promise<{ frozenAt: number }> {
     const freezer = await freezerStateFile(d.pid);
     if (!freezer) throw new FerryError('E_PRECONDITION', 'pre-copy needs the cgroup v1 freezer');
+    // Without a mirror a rollback after CRIU lets go would have no pages: refuse before freezing anything.
+    if (!this.mirrors.has(mid)) throw new FerryError('E_PRECONDITION', `no pre-copy mirror for ${mid}`);
     const frozenAt = performance.now();
     await freeze(freezer, signal);
     let lazy: LazyDump | null = null;
-    const mirror = this.mirrors.get(mid);
-    if (!mirror) throw new FerryError('E_PRECONDITION', `no pre-copy mirror for ${mid}`);
     try {
       let clean = new PageSet();
       const tf = performance.now();
