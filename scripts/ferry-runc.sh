@@ -36,19 +36,7 @@ done
 
 case "$sub" in
   checkpoint|restore) ;;
-  *) if [ "$sub" = restore ] && [ -n "${work:-}" ]; then
-  # containerd deletes the work dir of a failed restore, and with it CRIU's log: keep a copy for the post-mortem.
-  rc=0
-  "$REAL_RUNC" --criu "$CRIU" "$@" || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    keep="$LOG_DIR/failed-restore/$(date -u +%Y%m%dT%H%M%S)-$$"
-    mkdir -p "$keep" && cp "$work"/*.log "${img:-/nonexistent}"/*.log "$keep"/ 2>/dev/null || true
-    # Only the newest few are worth keeping.
-    ls -1dt "$LOG_DIR"/failed-restore/* 2>/dev/null | tail -n +11 | xargs -r rm -rf
-  fi
-  exit "$rc"
-fi
-exec "$REAL_RUNC" --criu "$CRIU" "$@" ;;
+  *) exec "$REAL_RUNC" --criu "$CRIU" "$@" ;;
 esac
 
 # Prints the directory to restore from: the first line of DIR/ferry-images if that file exists and is not empty.
@@ -121,11 +109,11 @@ if [ "$sub" = restore ]; then
     # `ferry-lazy` may name the agent's page server ("127.0.0.1 PORT"): then the pages come from it (pre-copy's
     # page store plus the final delta), not from pages files that a lazy final dump never wrote.
     read -r ps_addr ps_port < "$img/ferry-lazy" || true
-    if [ -n "${ps_port:-}" ]; then
-      setsid "$CRIU" lazy-pages --page-server --address "$ps_addr" --port "$ps_port" --images-dir "$img" --work-dir "$work" -o "$img/lazy-pages.log" -v2 </dev/null >/dev/null 2>&1 &
-    else
-      setsid "$CRIU" lazy-pages --images-dir "$img" --work-dir "$work" -o "$img/lazy-pages.log" -v2 </dev/null >/dev/null 2>&1 &
-    fi
+    # Plain sh (no arrays): the agent writes an IP and a port number, nothing that word-splitting could break.
+    ps_args=""
+    [ -n "${ps_port:-}" ] && ps_args="--page-server --address $ps_addr --port $ps_port"
+    # shellcheck disable=SC2086
+    setsid "$CRIU" lazy-pages $ps_args --images-dir "$img" --work-dir "$work" -o "$img/lazy-pages.log" -v2 </dev/null >/dev/null 2>&1 &
     echo $! > "$img/lazy.pid"
     i=0
     while [ ! -S "$work/lazy-pages.socket" ] && [ $i -lt 2000 ]; do sleep 0.001; i=$((i + 1)); done
