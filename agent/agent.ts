@@ -17,7 +17,7 @@ import { DockerRuntime } from './runtime/docker-runtime.js';
 import { RuncCheckpointer, freeze, freezerStateFile } from './runtime/runc-checkpointer.js';
 import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
 import { LazyPageServer } from './lazy/page-server.js';
-import { DeltaStoreSource, LAZY_DELTA, encodeDelta, lazyDeltaName } from './lazy/sources.js';
+import { DeltaStoreSource, encodeDelta, hasLazyDelta, lazyDeltaName } from './lazy/sources.js';
 import { PageSet } from '../src/criu/page-set.js';
 import { PE_LAZY, PE_PRESENT, pagemapPid, parsePagemap } from '../src/criu/pagemap.js';
 import { LocalStates, type SourceState, type TargetState } from './local-state.js';
@@ -219,14 +219,11 @@ export class Agent {
       await writeFile(join(imagesDir, 'inventory.img'), 'corrupted by fault injection');
     }
     const timings: Record<string, number> = {};
-    if ((await readdir(imagesDir)).some((n) => LAZY_DELTA.test(n))) {
+    if (await hasLazyDelta(imagesDir)) {
       // A lazy final phase: no pages file holds the memory; this agent serves it (store + delta).
       const tl = performance.now();
       this.pageServers.get(p.migrationId)?.close();
-      const server = await LazyPageServer.listen(await DeltaStoreSource.load(imagesDir, this.stores.get(p.migrationId)?.store ?? null), this.log);
-      this.pageServers.set(p.migrationId, server);
-      server.done.catch((e: unknown) => void this.killRestored(p.migrationId, st.containerId, e as Error));
-      await writeFile(join(imagesDir, 'ferry-lazy'), `127.0.0.1 ${server.port}\n`);
+      this.pageServers.set(p.migrationId, await this.servePages(p.migrationId, st.containerId, imagesDir, this.stores.get(p.migrationId)?.store ?? null));
       timings.pageServer = since(tl);
     } else if (this.cfg.lazyRestore) await writeFile(join(imagesDir, 'ferry-lazy'), '');
     const tStart = performance.now();
@@ -237,6 +234,17 @@ export class Agent {
     await this.states.save({ ...st, restored: true });
     this.metrics.restore.observe(since(t0) / 1000);
     return { containerId: st.containerId, pid: i.State.Pid, timings: { ...timings, dockerStart: startMs, total: since(t0) } };
+  }
+
+  /**
+   * Serves a lazy image's memory (its delta, then `store`) to the lazy-pages daemon the next restore from
+   * imagesDir starts; ferry-runc reads the port from `ferry-lazy`.
+   */
+  private async servePages(mid: string, containerId: string, imagesDir: string, store: PageStore | null): Promise<LazyPageServer> {
+    const server = await LazyPageServer.listen(await DeltaStoreSource.load(imagesDir, store), this.log);
+    server.done.catch((e: unknown) => void this.killRestored(mid, containerId, e as Error));
+    await writeFile(join(imagesDir, 'ferry-lazy'), `127.0.0.1 ${server.port}\n`);
+    return server;
   }
 
   /**
@@ -296,8 +304,6 @@ export class Agent {
     await this.states.remove(p.migrationId);
     return { removed };
   }
-
-  // ---- source ------------------------------------------------------------------------------------
 
   // ---- pre-copy ----------------------------------------------------------------------------------
 
@@ -444,22 +450,10 @@ export class Agent {
     const policyOff = st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no';
     if (policyOff) await this.docker.setRestartPolicy(d.id, { name: 'no', maximumRetryCount: 0 });
     const t0 = performance.now();
-    let finished: Awaited<ReturnType<PrecopySource['finish']>> | null = null;
+    let clean: PageSet | null = null;
     const imagesDir = this.states.imagesDir(p.migrationId);
     try {
-      const onFrozen = pre ? async (): Promise<void> => {
-        // Frozen: nothing writes any more. The last scan says what changed since the last round; then the
-        // tracker lets go, so that CRIU dumps tasks with no userfaultfd registered.
-        const tf = performance.now();
-        try {
-          finished = await pre.src.finish();
-          timings.finalScan = since(tf);
-        } catch (e) {
-          // Without the last scan nothing the destination holds can be trusted: ship every page.
-          this.log.warn({ migrationId: p.migrationId, err: (e as Error).message }, 'final dirty scan failed; sending all pages');
-          await pre.src.close();
-        }
-      } : undefined;
+      const onFrozen = pre ? async (): Promise<void> => { clean = await this.finalScan(p.migrationId, pre.src, timings); } : undefined;
       const { frozenAt } = pre && this.cfg.lazyFinal
         ? await this.lazyFinal(p.migrationId, d, imagesDir, pre.src, timings, c.signal)
         : await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, d.pid, imagesDir, this.states.workDir(p.migrationId), c.signal, onFrozen);
@@ -474,13 +468,13 @@ export class Agent {
     await this.endPrecopy(p.migrationId);
     timings.dump ??= since(t0);
     this.metrics.dump.observe(timings.dump / 1000);
-    const fin = finished as Awaited<ReturnType<PrecopySource['finish']>> | null;
-    if (fin) {
+    // Set by onFrozen (the full dump path only; TS cannot see the assignment inside the callback).
+    const fullDumpClean = clean as PageSet | null;
+    if (fullDumpClean) {
       const td = performance.now();
-      const delta = await writeDeltas(imagesDir, fin.clean, c.signal);
+      const delta = await writeDeltas(imagesDir, fullDumpClean, c.signal);
       timings.delta = since(td);
       timings.deltaPages = delta.shippedPages;
-      timings.finalDirtyPages = fin.finalDirtyPages;
     }
     const entries: ManifestEntry[] = [];
     let imageBytes = 0;
@@ -521,6 +515,26 @@ export class Agent {
    * from CRIU's page server only the lazy pages the destination does not hold current (lazy/lazy-dump.ts has
    * the life cycle). Any failure before CRIU's session ends leaves the task running on this host.
    */
+  /**
+   * With the container frozen: the last scan says what changed since the last round, then the tracker lets
+   * go, so that CRIU dumps tasks with no userfaultfd registered. Returns the pages the destination holds
+   * current, or null if the scan failed (then nothing it holds can be trusted).
+   */
+  private async finalScan(mid: string, src: PrecopySource, timings: Record<string, number>): Promise<PageSet | null> {
+    const t0 = performance.now();
+    try {
+      const fin = await src.finish();
+      timings.finalDirtyPages = fin.finalDirtyPages;
+      return fin.clean;
+    } catch (e) {
+      this.log.warn({ migrationId: mid, err: (e as Error).message }, 'final dirty scan failed; sending all pages');
+      await src.close();
+      return null;
+    } finally {
+      timings.finalScan = since(t0);
+    }
+  }
+
   private async lazyFinal(mid: string, d: { id: string; pid: number; runtime: string }, imagesDir: string, src: PrecopySource, timings: Record<string, number>, signal: AbortSignal): Promise<{ frozenAt: number }> {
     const freezer = await freezerStateFile(d.pid);
     if (!freezer) throw new FerryError('E_PRECONDITION', 'pre-copy needs the cgroup v1 freezer');
@@ -530,18 +544,8 @@ export class Agent {
     await freeze(freezer, signal);
     let lazy: LazyDump | null = null;
     try {
-      let clean = new PageSet();
-      const tf = performance.now();
-      try {
-        const fin = await src.finish();
-        clean = fin.clean;
-        timings.finalDirtyPages = fin.finalDirtyPages;
-      } catch (e) {
-        // Without the last scan nothing the destination holds can be trusted: ship every page.
-        this.log.warn({ migrationId: mid, err: (e as Error).message }, 'final dirty scan failed; sending all pages');
-        await src.close();
-      }
-      timings.finalScan = since(tf);
+      // No clean set means nothing the destination holds is trusted: every lazy page goes in the delta.
+      const clean = await this.finalScan(mid, src, timings) ?? new PageSet();
       const td = performance.now();
       lazy = await LazyDump.start({
         runc: this.cfg.runc, criu: this.cfg.criu, criuConfigFile: this.cfg.criuConfigFile, runcRoot: await this.runcRoot(d.runtime, d.id),
@@ -579,11 +583,11 @@ export class Agent {
         await lazy.abort();
         await dropNetworkLock(imagesDir);
       }
-      await writeFile(freezer, 'THAWED').catch(() => undefined);
       throw e;
+    } finally {
+      // After CRIU's exit the dumped tasks hold a pending SIGKILL and die on thaw; after an abort they resume.
+      await writeFile(freezer, 'THAWED').catch(() => undefined);
     }
-    // The dumped tasks hold a pending SIGKILL and die on thaw.
-    await writeFile(freezer, 'THAWED').catch(() => undefined);
     return { frozenAt };
   }
 
@@ -611,13 +615,11 @@ export class Agent {
       await this.docker.waitNotRunning(st.containerId, AbortSignal.timeout(10_000));
       const imagesDir = this.states.imagesDir(p.migrationId);
       const mirror = this.mirrors.get(p.migrationId);
-      if ((await readdir(imagesDir)).some((n) => LAZY_DELTA.test(n))) {
+      if (await hasLazyDelta(imagesDir)) {
         // A lazy final dump wrote no pages: they come from the mirror and the delta, through a local page server.
         if (!mirror) throw new FerryError('E_CRIU_RESTORE', `the pages of ${p.migrationId} were only in this agent's memory, and it restarted`);
-        const server = await LazyPageServer.listen(await DeltaStoreSource.load(imagesDir, mirror), this.log);
-        server.done.catch((e: unknown) => void this.killRestored(p.migrationId, st.containerId, e as Error));
+        const server = await this.servePages(p.migrationId, st.containerId, imagesDir, mirror);
         try {
-          await writeFile(join(imagesDir, 'ferry-lazy'), `127.0.0.1 ${server.port}\n`);
           await this.startFromImages(st.containerId, imagesDir);
           await this.waitLazyFill(p.migrationId, AbortSignal.timeout(LAZY_FILL_TIMEOUT_MS));
           await server.done;

@@ -13,6 +13,9 @@ import type { PageSource } from './page-server.js';
 export const LAZY_DELTA = /^lazy-(\d+)\.ldelta$/;
 export const lazyDeltaName = (pid: number): string => `lazy-${pid}.ldelta`;
 
+/** An image from a lazy final dump: its memory is in no pages file, only in a page store and the delta. */
+export const hasLazyDelta = async (imagesDir: string): Promise<boolean> => (await readdir(imagesDir)).some((n) => LAZY_DELTA.test(n));
+
 interface Run { vaddr: number; data: Buffer }
 
 export class DeltaStoreSource implements PageSource {
