@@ -88,8 +88,13 @@ export class LazyPageServer {
       if (n < 1 || n > h.nrPages || data.length % PAGE) throw new FerryError('E_INTERNAL', `page source returned ${data.length} bytes for ${h.nrPages} pages`);
       this.stats.requests++;
       this.stats.pages += n;
-      // Header and data in one write; respect back-pressure so a slow daemon does not make us buffer 4 MiB chunks.
-      if (!s.write(Buffer.concat([pagesReply(h.dstId, h.vaddr, n), data]))) await new Promise((res) => s.once('drain', res));
+      // Header and data leave together (corked) without copying up to 4 MiB into one buffer; back-pressure
+      // keeps a slow daemon from making us queue the whole memory.
+      s.cork();
+      s.write(pagesReply(h.dstId, h.vaddr, n));
+      const more = s.write(data);
+      s.uncork();
+      if (!more) await new Promise((res) => s.once('drain', res));
     }
   }
 }
