@@ -130,6 +130,23 @@ export async function removeEverywhere(name: string): Promise<void> {
   }
 }
 
+/** A Redis on the host network of `host`, answering PING; state only in memory (no RDB, no AOF). */
+export async function startRedis(host: string, name: string, port: number): Promise<void> {
+  await removeEverywhere(name);
+  const c = await docker(host).createContainer({
+    name, Image: 'ferry/redis:7', Hostname: name,
+    Cmd: ['redis-server', '--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes'],
+    HostConfig: { NetworkMode: 'host' },
+  });
+  await c.start();
+  await waitFor(async () => {
+    const r = await RedisConn.open(port);
+    const pong = await r.cmd('PING');
+    r.close();
+    return pong;
+  }, (p) => p === '+PONG', 10_000, 'redis to answer');
+}
+
 export async function removeVolumeEverywhere(name: string): Promise<void> {
   for (const h of cluster().hosts) await docker(h.name).getVolume(name).remove().catch(() => undefined);
 }

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MigrationReport, ProgressEvent } from '../../src/protocol/index.js';
-import { docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, waitFor } from './helpers.js';
+import { docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startRedis, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 
@@ -21,6 +21,12 @@ async function startMemhog(name: string, cmd: string[]): Promise<void> {
   await removeEverywhere(name);
   const c = await docker(A).createContainer({ name, Image: 'ferry/memhog:1', Hostname: name, Cmd: cmd, HostConfig: { NetworkMode: 'host' } });
   await c.start();
+}
+
+/** One memhog writing random pages at `rate`/s, started on A and answering with every page consistent. */
+async function startRandomHog(name: string, port: number, mib: number, rate: number): Promise<void> {
+  await startMemhog(name, ['memhog', '--mib', String(mib), '--rate', String(rate), '--pattern', 'random', '--port', String(port)]);
+  await waitFor(() => lineCommand(port, 'verify'), (r) => r === `ok ${mib * 256}`, 30_000, 'memhog to answer');
 }
 
 /** Host pid of the container's init, and whether any of its VMAs still carries a uffd-wp registration. */
@@ -40,8 +46,7 @@ describe('pre-copy: memhog page oracle', () => {
   afterEach(async () => { await removeEverywhere(NAME); });
 
   it('moves 128 MiB there and back in rounds while 2000 random pages/s are written; every page exact', async () => {
-    await startMemhog(NAME, ['memhog', '--mib', '128', '--rate', '2000', '--pattern', 'random', '--port', String(PORT)]);
-    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 32768', 30_000, 'memhog to answer');
+    await startRandomHog(NAME, PORT, 128, 2000);
     const before = Number((await lineCommand(PORT, 'ping')).split(' ')[1]);
     for (const [from, to] of [[A, B], [B, A]] as const) {
       const events: ProgressEvent[] = [];
@@ -61,8 +66,7 @@ describe('pre-copy: memhog page oracle', () => {
   });
 
   it('memory that appears during the pre-copy arrives too', async () => {
-    await startMemhog(NAME, ['memhog', '--mib', '64', '--rate', '1000', '--pattern', 'random', '--port', String(PORT)]);
-    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 16384', 30_000, 'memhog to answer');
+    await startRandomHog(NAME, PORT, 64, 1000);
     let grown: Promise<string> | null = null;
     const r = await migrate(NAME, B, { mode: 'precopy', maxRounds: 4, maxDowntimeMs: 1 }, (e) => {
       // After round 0 has moved the original 64 MiB: 32 MiB more, in a new mapping the rounds must pick up.
@@ -102,8 +106,7 @@ describe('pre-copy: rollback', () => {
 
   it('a round that fails leaves the source running, untracked, with its CPU quota back', async () => {
     await restartAgent(B, { FERRY_AGENT_FAULTS: 'precopy-round-fail:2' });
-    await startMemhog(NAME, ['memhog', '--mib', '64', '--rate', '2000', '--pattern', 'random', '--port', String(PORT)]);
-    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 16384', 30_000, 'memhog to answer');
+    await startRandomHog(NAME, PORT, 64, 2000);
     const quota = (await docker(A).getContainer(NAME).inspect()).State.Pid;
     const cpuPath = /(?:^|\n)\d+:cpu,cpuacct:(.*)|(?:^|\n)\d+:cpu:(.*)/.exec(readFileSync(`/proc/${quota}/cgroup`, 'utf8'));
     const quotaFile = `/sys/fs/cgroup/cpu${cpuPath![1] ?? cpuPath![2]}/cpu.cfs_quota_us`;
@@ -128,15 +131,11 @@ describe('pre-copy: rollback after the lazy final dump', () => {
     await restartAgent(B);
   });
 
-  const start = async (): Promise<void> => {
-    await startMemhog(NAME, ['memhog', '--mib', '64', '--rate', '2000', '--pattern', 'random', '--port', String(PORT)]);
-    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 16384', 30_000, 'memhog to answer');
-  };
   const dirtied = async (): Promise<number> => Number(/dirtied (\d+)/.exec(await lineCommand(PORT, 'stats'))![1]);
 
   it('a restore that fails after CRIU let the task go brings it back on the source from its mirror, every page exact', async () => {
     await restartAgent(B, { FERRY_AGENT_FAULTS: 'restore-fail' });
-    await start();
+    await startRandomHog(NAME, PORT, 64, 2000);
     const before = await dirtied();
     const r = await migrate(NAME, B, { mode: 'precopy', maxRounds: 4 });
     expect(r, JSON.stringify(r)).toMatchObject({ result: 'rolled_back', strategy: 'precopy', error: { code: 'E_CRIU_RESTORE' } });
@@ -151,7 +150,7 @@ describe('pre-copy: rollback after the lazy final dump', () => {
 
   it('a failure while CRIU still holds the task lets the task run on where it was, untouched', async () => {
     await restartAgent(A, { FERRY_AGENT_FAULTS: 'lazy-delta-fail' });
-    await start();
+    await startRandomHog(NAME, PORT, 64, 2000);
     const pid = (await docker(A).getContainer(NAME).inspect()).State.Pid;
     const r = await migrate(NAME, B, { mode: 'precopy', maxRounds: 4 });
     expect(r, JSON.stringify(r)).toMatchObject({ result: 'rolled_back', error: { code: 'E_FAULT_INJECTED' } });
@@ -171,19 +170,7 @@ describe('pre-copy: Redis under a live client on one TCP connection', () => {
   afterEach(async () => { await removeEverywhere(NAME); });
 
   it('keeps every acknowledged write and the connection', async () => {
-    await removeEverywhere(NAME);
-    const c = await docker(A).createContainer({
-      name: NAME, Image: 'ferry/redis:7', Hostname: NAME,
-      Cmd: ['redis-server', '--bind', '127.0.0.1', '--port', String(PORT), '--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes'],
-      HostConfig: { NetworkMode: 'host' },
-    });
-    await c.start();
-    await waitFor(async () => {
-      const x = await RedisConn.open(PORT);
-      const pong = await x.cmd('PING');
-      x.close();
-      return pong;
-    }, (p) => p === '+PONG', 10_000, 'redis to answer');
+    await startRedis(A, NAME, PORT);
     const conn = await RedisConn.open(PORT);
     expect(await conn.cmd('DEBUG', 'POPULATE', String(KEYS), 'key', '128')).toBe('+OK');
     let acked = 0;

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { counterLog, docker, expectNoResidue, firstBreak, expectOnlyOn, migrate, lineCommand, RedisConn, removeEverywhere, removeVolumeEverywhere, waitFor } from './helpers.js';
+import { counterLog, docker, expectNoResidue, firstBreak, expectOnlyOn, migrate, lineCommand, RedisConn, removeEverywhere, removeVolumeEverywhere, startRedis, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 
@@ -63,21 +63,7 @@ describe('stop-and-copy: Redis under a live client on one TCP connection', () =>
   const NAME = 'it-redis';
   const PORT = 28111;
   const KEYS = 20_000;
-  beforeAll(async () => {
-    await removeEverywhere(NAME);
-    const c = await docker(A).createContainer({
-      name: NAME, Image: 'ferry/redis:7', Hostname: NAME,
-      Cmd: ['redis-server', '--bind', '127.0.0.1', '--port', String(PORT), '--save', '', '--appendonly', 'no', '--enable-debug-command', 'yes'],
-      HostConfig: { NetworkMode: 'host' },
-    });
-    await c.start();
-    await waitFor(async () => {
-      const r = await RedisConn.open(PORT);
-      const pong = await r.cmd('PING');
-      r.close();
-      return pong;
-    }, (p) => p === '+PONG', 10_000, 'redis to answer');
-  });
+  beforeAll(async () => { await startRedis(A, NAME, PORT); });
   afterAll(async () => { await removeEverywhere(NAME); });
 
   it('keeps every acknowledged write and the client connection, there and back', async () => {
