@@ -35,7 +35,6 @@ export class LazyDump {
     private readonly child: ChildProcess,
     private readonly exit: Promise<number>,
     readonly client: CriuPageClient,
-    readonly port: number,
   ) {}
 
   /** Starts the lazy dump of an already frozen container and connects to CRIU's page server once it serves. */
@@ -57,26 +56,24 @@ export class LazyDump {
     const exit = new Promise<number>((resolve) => child.once('close', (code, sig) => resolve(code ?? (sig ? 128 : 1))));
     let exited = false;
     void exit.then(() => { exited = true; });
-    const ready = await Promise.race([
-      (async (): Promise<'ready' | 'gone'> => {
-        // Polled each millisecond: the freeze is running while we wait.
-        while (!exited && !o.signal.aborted) {
-          if ((await stat(statusPath)).size > 0) return 'ready';
-          await new Promise((r) => setTimeout(r, 1));
-        }
-        return 'gone';
-      })(),
-      exit.then((c) => c),
-      new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), READY_TIMEOUT_MS).unref()),
-      new Promise<'aborted'>((resolve) => o.signal.addEventListener('abort', () => resolve('aborted'), { once: true })),
-    ]);
+    const deadline = performance.now() + READY_TIMEOUT_MS;
+    // Polled each millisecond: the freeze is running while we wait.
+    const ready = await (async (): Promise<'ready' | 'aborted' | 'timeout' | number> => {
+      for (;;) {
+        if ((await stat(statusPath)).size > 0) return 'ready';
+        if (exited) return exit;
+        if (o.signal.aborted) return 'aborted';
+        if (performance.now() > deadline) return 'timeout';
+        await new Promise((r) => setTimeout(r, 1));
+      }
+    })();
     if (ready !== 'ready') {
       if (typeof ready !== 'number') { await killCriu(child); await exit; }
       const why = await firstCriuError(`${o.workDir}/dump.log`) ?? stderr.trim().slice(-400);
       throw new FerryError(ready === 'aborted' ? 'E_ABORTED' : 'E_CRIU_DUMP', `lazy checkpoint of ${o.id.slice(0, 12)} failed (${ready}): ${why}`);
     }
     try {
-      return new LazyDump(child, exit, await CriuPageClient.connect(port, o.signal), port);
+      return new LazyDump(child, exit, await CriuPageClient.connect(port, o.signal));
     } catch (e) {
       await killCriu(child);
       await exit;
