@@ -7,7 +7,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Counter, Histogram, Registry } from 'prom-client';
 import client from 'prom-client';
 import {
-  AgentApi, FerryError, Progress, type Capabilities, type ManifestEntry, type ParamsOf, type ResultOf, type PeerRole,
+  AgentApi, FerryError, LAZY_FILL_TIMEOUT_MS, Progress, type Capabilities, type ManifestEntry, type ParamsOf, type ResultOf, type PeerRole,
 } from '../src/protocol/index.js';
 import type { CallContext, HandlerEntry } from '../src/rpc/connection.js';
 import { dial } from '../src/rpc/handshake.js';
@@ -16,7 +16,7 @@ import type { AgentConfig } from './config.js';
 import { DockerRuntime } from './runtime/docker-runtime.js';
 import { RuncCheckpointer, freeze, freezerStateFile } from './runtime/runc-checkpointer.js';
 import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
-import { LazyPageServer } from './lazy/page-server.js';
+import { LazyPageServer, type PageSource } from './lazy/page-server.js';
 import { DeltaStoreSource, encodeDelta, hasLazyDelta, lazyDeltaName } from './lazy/sources.js';
 import { PageSet } from '../src/criu/page-set.js';
 import { PE_LAZY, PE_PRESENT, pagemapPid, parsePagemap } from '../src/criu/pagemap.js';
@@ -114,10 +114,25 @@ export class Agent {
 
   private async inspectForMigration(p: P<'InspectForMigration'>, c: CallContext): R<'InspectForMigration'> {
     const d = await this.docker.describe(p.ref, c.signal);
+    await this.assertSettled(d.id);
     const reasons = [...d.rejectReasons];
     if (d.runtime !== this.cfg.runtimeName && d.runtime !== 'runc') reasons.push(`runtime ${d.runtime} is not supported`);
     if (!d.upperDir) reasons.push('storage driver has no overlay upperdir');
     return { id: d.id, running: d.running, spec: d.spec, rssBytes: d.rssBytes, rejectReasons: reasons };
+  }
+
+  /**
+   * A container restored here is not ours to move again until its migration finished on this side: while
+   * the lazy-pages daemon still fills its memory, the pages not yet filled are absent from the task, so a
+   * dump would record them as holes and the next destination would run them as zeros (found as 57 435 bad
+   * pages after back-to-back migrations of a heavy writer).
+   */
+  private async assertSettled(containerId: string): Promise<void> {
+    for (const mid of await this.states.list()) {
+      const st = await this.states.load(mid).catch(() => null);
+      if (st?.role === 'target' && st.containerId === containerId && st.restored)
+        throw new FerryError('E_CONFLICT', `container ${containerId.slice(0, 12)} is still receiving its memory from migration ${mid} on ${this.cfg.host}; migrate it again once that migration finished`);
+    }
   }
 
   // ---- destination -------------------------------------------------------------------------------
@@ -241,10 +256,37 @@ export class Agent {
    * imagesDir starts; ferry-runc reads the port from `ferry-lazy`.
    */
   private async servePages(mid: string, containerId: string, imagesDir: string, store: PageStore | null): Promise<LazyPageServer> {
-    const server = await LazyPageServer.listen(await DeltaStoreSource.load(imagesDir, store), this.log);
+    let source: PageSource = await DeltaStoreSource.load(imagesDir, store);
+    if (this.faultArg('lazy-serve-hold') !== null) source = this.heldSource(source);
+    const server = await LazyPageServer.listen(source, this.log);
     server.done.catch((e: unknown) => void this.killRestored(mid, containerId, e as Error));
     await writeFile(join(imagesDir, 'ferry-lazy'), `127.0.0.1 ${server.port}\n`);
     return server;
+  }
+
+  /**
+   * Test-only: after the first `lazy-serve-hold:N` pages (default 256: enough for CRIU to finish the restore,
+   * which touches a few of them) nothing is answered until the file `lazy-serve-release` appears in the data
+   * dir, so a test can act while a restored task's memory is provably still in flight.
+   */
+  private heldSource(inner: PageSource): PageSource {
+    const release = join(this.cfg.dataDir, 'lazy-serve-release');
+    let budget = this.faultArg('lazy-serve-hold') || 256;
+    let open: Promise<void> | null = null;
+    return {
+      read: async (pid, vaddr, nr) => {
+        if (budget > 0) {
+          budget -= nr;
+          return inner.read(pid, vaddr, nr);
+        }
+        open ??= (async () => {
+          this.log.warn({ fault: 'lazy-serve-hold' }, 'fault injection: holding lazy pages');
+          while (!(await stat(release).then(() => true, () => false))) await new Promise((r) => setTimeout(r, 20));
+        })();
+        await open;
+        return inner.read(pid, vaddr, nr);
+      },
+    };
   }
 
   /**
@@ -317,6 +359,7 @@ export class Agent {
     const d = await this.docker.describe(p.containerId, c.signal);
     if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
     if (!d.upperDir) throw new FerryError('E_PRECONDITION', 'storage driver has no overlay upperdir');
+    await this.assertSettled(d.id);
     await this.states.create(p.migrationId);
     await this.states.save({
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
@@ -437,6 +480,7 @@ export class Agent {
     const d = await this.docker.describe(p.containerId, c.signal);
     if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
     if (!d.upperDir) throw new FerryError('E_PRECONDITION', 'storage driver has no overlay upperdir');
+    if (!prior) await this.assertSettled(d.id);
     if (!prior) await this.states.create(p.migrationId);
     const st: SourceState = prior?.role === 'source' ? prior : {
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
@@ -726,8 +770,6 @@ export class Agent {
 }
 
 export const newToken = (): string => randomBytes(24).toString('hex');
-
-const LAZY_FILL_TIMEOUT_MS = 10 * 60_000;
 
 function tokensEqual(a: string, b: string): boolean {
   const x = Buffer.from(a);

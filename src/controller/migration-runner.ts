@@ -2,7 +2,7 @@
 
 import { randomBytes } from 'node:crypto';
 import {
-  AgentApi, FerryError, asFerryError, toWire,
+  AgentApi, FerryError, LAZY_FILL_TIMEOUT_MS, asFerryError, toWire,
   type ContainerSpec, type MigrationMode, type MigrationReport, type ProgressEvent, type RoundStats, type WireError,
 } from '../protocol/index.js';
 import { afterRound, startConvergence, DEFAULT_FREEZE_MODEL, type FreezeModel } from '../migration/convergence.js';
@@ -288,7 +288,12 @@ export class MigrationRunner {
     const errors: string[] = [];
     for (const [what, fn] of [
       ['remove source copy', () => this.source.call(AgentApi.CommitSource, { migrationId: this.id }, { timeoutMs: 60_000 })],
-      ['clean destination', () => this.dest.call(AgentApi.FinishTarget, { migrationId: this.id }, { timeoutMs: 60_000 })],
+      // The destination answers once the lazy fill has brought every page; until then the container stays
+      // claimed, so nobody can move it again while part of its memory is still in flight.
+      ['clean destination', async () => {
+        const r = await this.dest.call(AgentApi.FinishTarget, { migrationId: this.id }, { timeoutMs: LAZY_FILL_TIMEOUT_MS + 30_000 });
+        if (r.lazyFillMs !== undefined) this.phases['cleanup.lazyFill'] = r.lazyFillMs;
+      }],
     ] as const) {
       try {
         await fn();

@@ -176,7 +176,9 @@ export const Restore = method(
 
 /** Source, after the commit point: remove the frozen original and its images. Idempotent. */
 export const CommitSource = method('migration/commitSource', z.object({ migrationId }), z.object({ removed: z.boolean() }));
-/** Destination, after the commit point: drop transfer leftovers. Idempotent. */
+/** How long a destination waits for a lazy restore's memory to arrive in full before FinishTarget gives up. */
+export const LAZY_FILL_TIMEOUT_MS = 10 * 60_000;
+/** Destination, after the commit point: wait for a lazy fill to complete, drop transfer leftovers. Idempotent. */
 export const FinishTarget = method('migration/finishTarget', z.object({ migrationId }), z.object({ lazyFillMs: z.number().optional() }));
 /** Destination, before the commit point: remove everything this migration created. Idempotent. */
 export const AbortTarget = method('migration/abortTarget', z.object({ migrationId }), z.object({ removed: z.boolean() }));

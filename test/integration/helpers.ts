@@ -44,6 +44,14 @@ export async function controller(): Promise<Connection> {
   return conn;
 }
 
+/** A connection to one host's agent as the controller would open it. */
+export async function agent(host: string): Promise<Connection> {
+  const c = cluster();
+  const h = c.hosts.find((x) => x.name === host)!;
+  const { conn } = await dial({ url: h.agentUrl, name: 'test', role: 'controller', serverRole: 'agent', secret: c.secret, log: silentLogger() });
+  return conn;
+}
+
 export interface MigrateOptions { dryRun?: boolean; mode?: 'precopy' | 'stop-and-copy'; maxRounds?: number; maxDowntimeMs?: number; autoConverge?: boolean }
 
 export async function migrate(container: string, to: string, extra: MigrateOptions = {}, onProgress?: (e: ProgressEvent) => void): Promise<MigrationReport> {

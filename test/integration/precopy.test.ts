@@ -1,10 +1,11 @@
 // Iterative pre-copy on the real stack: pages move in rounds while the container runs, the freeze only covers
 // the last delta, and every page, write and connection survives.
 
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { MigrationReport, ProgressEvent } from '../../src/protocol/index.js';
-import { docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startRedis, waitFor } from './helpers.js';
+import { AgentApi, type MigrationReport, type ProgressEvent } from '../../src/protocol/index.js';
+import { agent, cluster, containersNamed, docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startRedis, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 
@@ -159,6 +160,47 @@ describe('pre-copy: rollback after the lazy final dump', () => {
     expect((await docker(A).getContainer(NAME).inspect()).State.Pid).toBe(pid);
     expect(await trackedState(A, NAME)).toEqual({ tracerPid: '0', uffdVmas: 0 });
     expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+    await expectNoResidue();
+  });
+});
+
+describe('pre-copy: a container whose memory is still arriving', () => {
+  const NAME = 'it-pre-filling';
+  const PORT = 28127;
+  const release = (): string => join(cluster().hosts.find((h) => h.name === B)!.dataDir, 'lazy-serve-release');
+  afterEach(async () => {
+    // A held page server keeps the restored task waiting on its faults; let it go before removing anything.
+    writeFileSync(release(), '');
+    await removeEverywhere(NAME);
+    rmSync(release(), { force: true });
+    await restartAgent(B);
+  });
+
+  it('is not moved again until every page has arrived; then it moves on exact', async () => {
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'lazy-serve-hold' });
+    await startRandomHog(NAME, PORT, 64, 2000);
+    const first = migrate(NAME, B, { mode: 'precopy', maxRounds: 4 });
+    // Running on B, but B's page server answers nothing yet: most of its memory is still in flight.
+    await waitFor(async () => (await containersNamed(B, NAME)).map((c) => c.State), (s) => s[0] === 'running', 60_000, 'the restored copy on B');
+    // Neither the controller (the first migration still holds the container) nor B's agent itself (asked
+    // directly, as a second controller would) lets it go anywhere now.
+    await expect(migrate(NAME, A, { mode: 'precopy' })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    const b = await agent(B);
+    try {
+      await expect(b.request(AgentApi.InspectForMigration, { ref: NAME })).rejects.toMatchObject({ code: 'E_CONFLICT' });
+    } finally {
+      b.close();
+    }
+    writeFileSync(release(), '');
+    const r = await first;
+    rmSync(release(), { force: true });
+    expect(r, JSON.stringify(r)).toMatchObject({ result: 'succeeded', destination: B });
+    expect((r.checks ?? []).filter((c) => c.startsWith('cleanup pending'))).toEqual([]);
+    expect(r.phases['cleanup.lazyFill'], 'the fill was waited for').toBeGreaterThan(0);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+    expectPrecopy(await migrate(NAME, A, { mode: 'precopy', maxRounds: 4 }), B, A);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+    await expectOnlyOn(NAME, A);
     await expectNoResidue();
   });
 });
