@@ -17,6 +17,7 @@ import { DockerRuntime } from './runtime/docker-runtime.js';
 import { RuncCheckpointer, freeze, freezerStateFile } from './runtime/runc-checkpointer.js';
 import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
 import { LazyPageServer, type PageSource } from './lazy/page-server.js';
+import { sampleDirtyRate } from './precopy/sample.js';
 import { DeltaStoreSource, encodeDelta, hasLazyDelta, lazyDeltaName } from './lazy/sources.js';
 import { PageSet } from '../src/criu/page-set.js';
 import { PE_LAZY, PE_PRESENT, pagemapPid, parsePagemap } from '../src/criu/pagemap.js';
@@ -82,6 +83,7 @@ export class Agent {
       h('ListContainers', async (p) => this.docker.list(p.all, this.cfg.host), ['controller', 'cli']),
       h('InspectForMigration', (p, c) => this.inspectForMigration(p, c)),
       h('PrepareTarget', (p, c) => this.prepareTarget(p, c)),
+      h('SampleDirtyRate', (p, c) => this.sampleDirtyRate(p, c)),
       h('PrecopyStart', (p, c) => this.precopyStart(p, c)),
       h('PrecopyRound', (p, c) => this.precopyRound(p, c)),
       h('Checkpoint', (p, c) => this.checkpoint(p, c)),
@@ -348,6 +350,15 @@ export class Agent {
   }
 
   // ---- pre-copy ----------------------------------------------------------------------------------
+
+  /** Source, for `--mode auto`: count the container's writes over a short window; nothing stays attached. */
+  private async sampleDirtyRate(p: P<'SampleDirtyRate'>, c: CallContext): R<'SampleDirtyRate'> {
+    const d = await this.docker.describe(p.containerId, c.signal);
+    if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
+    if (!this.caps.uffd) throw new FerryError('E_PRECONDITION', `host ${this.cfg.host} has no userfaultfd: writes cannot be tracked`);
+    await this.assertSettled(d.id);
+    return sampleDirtyRate(this.cfg.dirtytrack, d.pid, p.windowMs, this.log, c.signal);
+  }
 
   /** Source: attach the dirty tracker to every process of the container; it keeps running untouched. */
   private async precopyStart(p: P<'PrecopyStart'>, c: CallContext): R<'PrecopyStart'> {

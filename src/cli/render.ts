@@ -34,6 +34,7 @@ export function reportText(r: MigrationReport): string {
     lines.push(`  freeze:    ${fmtMs(r.downtimeMs)}`, `  total:     ${fmtMs(r.totalMs)}`, `  moved:     ${fmtBytes(r.bytesTotal)}`);
     lines.push(`  phases:    ${Object.entries(r.phases).map(([k, v]) => `${k} ${fmtMs(v)}`).join(', ')}`);
   }
+  if (r.modeChoice) lines.push(`  chosen:    ${r.strategy} (auto, ${r.modeChoice.reason}): ${r.modeChoice.explain}`);
   if (r.rounds?.length) {
     lines.push(`  mode:      pre-copy, ${r.rounds.length} round${r.rounds.length === 1 ? '' : 's'}`);
     for (const x of r.rounds) lines.push(`    ${roundText(x)}${x.throttle ? `, CPU throttled ${Math.round(x.throttle * 100)} %` : ''}`);

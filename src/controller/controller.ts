@@ -12,6 +12,7 @@ import { acceptPeers, WS_OPTIONS } from '../rpc/handshake.js';
 import type { Logger } from '../log/logger.js';
 import type { ClusterConfig } from '../cluster.js';
 import { AgentRegistry } from './agent-registry.js';
+import { observedLinkRate } from '../migration/mode-choice.js';
 import { FileJournal, type JournalRecord, type JournalStore } from './journal.js';
 import { MigrationRunner } from './migration-runner.js';
 import { recoverMigration } from './recovery.js';
@@ -23,6 +24,8 @@ export class Controller {
   readonly registry: AgentRegistry;
   readonly journal: JournalStore;
   private readonly claims = new Map<string, string>();
+  /** Page throughput each host pair reached in earlier migrations (bytes/s), for `--mode auto`. */
+  private readonly links = new Map<string, number>();
   private readonly registryMetrics = new client.Registry();
   private readonly metrics;
   private readonly watchers = new Map<string, Set<Connection>>();
@@ -140,6 +143,7 @@ export class Controller {
       cordoned: this.cordoned,
       progress: (e) => this.forward(e),
       onFinished: (r) => this.record(r),
+      linkRate: (from, to) => this.links.get(`${from}>${to}`),
     });
     if (watcher) this.watchers.set(runner.id, new Set([watcher]));
     this.active.add(runner.id);
@@ -189,6 +193,12 @@ export class Controller {
     this.metrics.bytes.inc(r.bytesTotal);
     for (const [k, v] of Object.entries(r.phases)) this.metrics.phase.observe({ phase: k }, v / 1000);
     if (r.downtimeMs !== null) this.metrics.freeze.observe(r.downtimeMs / 1000);
+    const seen = observedLinkRate(r);
+    if (seen !== null) {
+      const key = `${r.source}>${r.destination}`;
+      const prev = this.links.get(key);
+      this.links.set(key, prev === undefined ? seen : (prev + seen) / 2);
+    }
   }
 
   /** Migrations the journal shows unfinished are rolled back or cleaned up once their agents are back. */
@@ -206,3 +216,4 @@ export class Controller {
     await recoverMigration(rec, this.registry, this.journal, this.log, AbortSignal.timeout(10 * 60_000));
   }
 }
+

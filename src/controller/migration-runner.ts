@@ -3,10 +3,11 @@
 import { randomBytes } from 'node:crypto';
 import {
   AgentApi, FerryError, LAZY_FILL_TIMEOUT_MS, asFerryError, toWire,
-  type ContainerSpec, type MigrationMode, type MigrationReport, type ProgressEvent, type RoundStats, type WireError,
+  type ContainerSpec, type MigrationMode, type MigrationReport, type ModeChoiceReport, type RequestedMode, type ProgressEvent, type RoundStats, type WireError,
 } from '../protocol/index.js';
 import { afterRound, startConvergence, DEFAULT_FREEZE_MODEL, type FreezeModel } from '../migration/convergence.js';
 import { transition, type Phase } from '../migration/state.js';
+import { chooseMode, DEFAULT_LINK_BYTES_PER_SEC } from '../migration/mode-choice.js';
 import type { Logger } from '../log/logger.js';
 import type { HostClient } from './agent-registry.js';
 import type { JournalStore } from './journal.js';
@@ -18,7 +19,7 @@ export interface MigrationRequest {
   from?: string | undefined;
   dryRun: boolean;
   timeoutMs: number;
-  mode?: MigrationMode | undefined;
+  mode?: RequestedMode | undefined;
   maxDowntimeMs?: number | undefined;
   maxRounds?: number | undefined;
   autoConverge?: boolean | undefined;
@@ -34,7 +35,12 @@ export interface RunnerDeps {
   /** Hosts no migration may land on. */
   cordoned?: ReadonlySet<string>;
   onFinished?(r: MigrationReport): void;
+  /** Page throughput seen between two hosts in earlier migrations, bytes/s (for `--mode auto`). */
+  linkRate?(from: string, to: string): number | undefined;
 }
+
+/** How long `--mode auto` watches the container's writes before choosing. */
+export const AUTO_SAMPLE_MS = 500;
 
 export const newMigrationId = (): string => `m-${Date.now().toString(36)}-${randomBytes(5).toString('hex')}`;
 const ms = (t0: number): number => Math.round((performance.now() - t0) * 10) / 10;
@@ -52,12 +58,14 @@ export class MigrationRunner {
   private bytes = 0;
   private journaled = false;
   private readonly undo: { name: string; fn: () => Promise<void> }[] = [];
-  private readonly mode: MigrationMode;
+  private mode: MigrationMode;
+  private modeChoice: ModeChoiceReport | undefined;
   private readonly rounds: (RoundStats & { receiveMs: number; throttle: number })[] = [];
   private convergence: MigrationReport['convergence'];
 
   constructor(private readonly req: MigrationRequest, private readonly deps: RunnerDeps) {
-    this.mode = req.mode ?? 'stop-and-copy';
+    // `auto` is resolved in preflight, once the container's write rate is known.
+    this.mode = req.mode === 'precopy' ? 'precopy' : 'stop-and-copy';
   }
 
   /**
@@ -201,12 +209,45 @@ export class MigrationRunner {
       checks.push(`${h.name}: criu ${c.criuVersion}, kernel ${c.kernel}, docker ${c.dockerVersion}, runc ${c.runcVersion}`);
     }
     checks.push(`container ${located.spec.name} (${located.id.slice(0, 12)}) rss ${(located.rssBytes / 2 ** 20).toFixed(1)} MiB, network ${located.spec.networkMode}, volumes ${located.spec.volumes.map((v) => v.name).join(',') || 'none'}`);
+    if (this.req.mode === 'auto') checks.push(await this.chooseMode(signal));
     if (this.mode === 'precopy') {
       if (!this.source.caps?.uffd) throw new FerryError('E_PRECONDITION', `host ${this.source.name} has no userfaultfd: pre-copy cannot track writes there (use --mode stop-and-copy)`);
       checks.push(`strategy precopy (max downtime ${this.req.maxDowntimeMs ?? 100} ms, max rounds ${this.req.maxRounds ?? 30}${this.req.autoConverge ? ', auto-converge' : ''}): reversible until the destination runs`);
     } else checks.push('strategy stop-and-copy: reversible until the destination runs');
     this.phases.preflight = ms(tp);
     return checks;
+  }
+
+  /** `--mode auto`: measure how fast the container writes, then let the pure policy pick. */
+  private async chooseMode(signal: AbortSignal): Promise<string> {
+    const uffd = !!this.source.caps?.uffd;
+    let dirtyPagesPerSec: number | null = null;
+    if (uffd) {
+      const t = performance.now();
+      try {
+        const s = await this.source.call(AgentApi.SampleDirtyRate, { containerId: this.located.id, windowMs: AUTO_SAMPLE_MS }, { signal });
+        dirtyPagesPerSec = s.windowMs > 0 ? (s.dirtyPages / s.windowMs) * 1000 : null;
+      } catch (e) {
+        const err = asFerryError(e);
+        // A conflict (memory still arriving) or a vanished container is the caller's answer, not a sampling problem.
+        if (err.code === 'E_CONFLICT' || err.code === 'E_NOT_FOUND' || signal.aborted) throw err;
+        this.deps.log.warn({ migrationId: this.id, err: err.message }, 'write-rate sample failed; auto mode falls back to stop-and-copy');
+      }
+      this.phases['preflight.sample'] = ms(t);
+    }
+    const linkBytesPerSec = this.deps.linkRate?.(this.source.name, this.dest.name) ?? DEFAULT_LINK_BYTES_PER_SEC;
+    const c = chooseMode({
+      rssBytes: this.located.rssBytes, dirtyPagesPerSec, linkBytesPerSec,
+      maxDowntimeMs: this.req.maxDowntimeMs ?? 100, deadlineMs: this.req.timeoutMs, uffd,
+    });
+    this.mode = c.mode;
+    this.modeChoice = {
+      requested: 'auto', reason: c.reason, explain: c.explain, dirtyPagesPerSec: dirtyPagesPerSec === null ? null : Math.round(dirtyPagesPerSec),
+      linkBytesPerSec: Math.round(linkBytesPerSec), predictedStopCopyFreezeMs: c.predictedStopCopyFreezeMs,
+      predictedPrecopyFreezeMs: c.predictedPrecopyFreezeMs, predictedPrecopyTotalMs: c.predictedPrecopyTotalMs,
+    };
+    this.deps.log.info({ migrationId: this.id, mode: c.mode, reason: c.reason, dirtyPagesPerSec, linkBytesPerSec }, 'auto mode chose');
+    return `auto: ${c.mode} (${c.reason}): ${c.explain}`;
   }
 
   private async locate(signal: AbortSignal): Promise<Located> {
@@ -338,6 +379,7 @@ export class MigrationRunner {
       ...(checks ? { checks } : {}),
       ...(this.mode === 'precopy' && this.rounds.length ? { rounds: this.rounds } : {}),
       ...(this.convergence ? { convergence: this.convergence } : {}),
+      ...(this.modeChoice ? { modeChoice: this.modeChoice } : {}),
     };
   }
 }

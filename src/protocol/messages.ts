@@ -134,6 +134,16 @@ export const PrecopyStart = method(
   z.object({ processes: z.number().int().min(0), attachMs: z.number() }),
 );
 
+/**
+ * Source: how fast the running container writes, for `--mode auto`. The tracker is attached for the window
+ * and released before the reply; the container runs on untouched.
+ */
+export const SampleDirtyRate = method(
+  'migration/sampleDirtyRate',
+  z.object({ containerId: z.string(), windowMs: z.number().int().min(50).max(10_000) }),
+  z.object({ dirtyPages: z.number().int().min(0), windowMs: z.number(), dataPages: z.number().int().min(0), processes: z.number().int().min(0), attachMs: z.number() }),
+);
+
 /** Destination: pull one pre-copy round from the source into this host's page store. */
 export const PrecopyRound = method(
   'migration/precopyRound',
@@ -200,7 +210,7 @@ export const TransferPull = method(
 export const AcknowledgeNotice = method('spot/acknowledge', z.object({ id: z.string().max(256) }), z.object({ acknowledged: z.boolean() }));
 
 export const AgentApi = {
-  AgentInfo, ListContainers, InspectForMigration, PrepareTarget, PrecopyStart, PrecopyRound, Checkpoint, Pull, Restore,
+  AgentInfo, ListContainers, InspectForMigration, PrepareTarget, SampleDirtyRate, PrecopyStart, PrecopyRound, Checkpoint, Pull, Restore,
   CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull, TransferPrecopy, AcknowledgeNotice,
 } as const;
 
@@ -224,6 +234,22 @@ export type PhaseName = z.infer<typeof Phase>;
 /** How the memory moves: all of it inside the freeze, or in rounds while the container runs. */
 export const MigrationMode = z.enum(['stop-and-copy', 'precopy']);
 export type MigrationMode = z.infer<typeof MigrationMode>;
+/** What a caller may ask for: a mode, or `auto` (the controller measures and picks; the report says why). */
+export const RequestedMode = z.enum(['auto', 'stop-and-copy', 'precopy']);
+export type RequestedMode = z.infer<typeof RequestedMode>;
+
+/** How `--mode auto` chose (src/migration/mode-choice.ts). */
+export const ModeChoiceReport = z.object({
+  requested: RequestedMode,
+  reason: z.string().max(64),
+  explain: z.string().max(1024),
+  dirtyPagesPerSec: z.number().nullable(),
+  linkBytesPerSec: z.number(),
+  predictedStopCopyFreezeMs: z.number(),
+  predictedPrecopyFreezeMs: z.number().nullable(),
+  predictedPrecopyTotalMs: z.number().nullable(),
+});
+export type ModeChoiceReport = z.infer<typeof ModeChoiceReport>;
 
 /** Why pre-copy stopped and what it predicted for the freeze. */
 export const Convergence = z.object({
@@ -250,6 +276,8 @@ export const MigrationReport = z.object({
   /** Pre-copy only: every round, and why the rounds stopped. */
   rounds: z.array(RoundStats.extend({ receiveMs: z.number(), throttle: z.number() })).max(10_000).optional(),
   convergence: Convergence.optional(),
+  /** Only when the caller asked for `auto`: what was measured and why this strategy. */
+  modeChoice: ModeChoiceReport.optional(),
 });
 export type MigrationReport = z.infer<typeof MigrationReport>;
 
@@ -263,7 +291,8 @@ export const StartMigration = method(
     from: hostName.optional(),
     dryRun: z.boolean(),
     timeoutMs: z.number().int().min(1000).max(24 * 3600_000),
-    mode: MigrationMode.optional(),
+    /** Omitted: stop-and-copy (the API's default stays what it was; the CLI defaults to auto). */
+    mode: RequestedMode.optional(),
     /** Pre-copy: the freeze to aim for, the round cap, and whether to throttle a writer that outruns the link. */
     maxDowntimeMs: z.number().int().min(1).max(3600_000).optional(),
     maxRounds: z.number().int().min(1).max(1000).optional(),

@@ -108,6 +108,11 @@ describe('bad input gets a typed error and changes nothing', () => {
     expect(r.code, r.stderr).toBe(0);
     const report = JSON.parse(r.stdout.trim().split('\n').at(-1)!);
     expect(report).toMatchObject({ type: 'report', result: 'dry_run', source: A, destination: B });
+    // The CLI's default is auto: the dry run already says which mode would run and why.
+    expect(report.modeChoice).toMatchObject({ requested: 'auto' });
+    expect(report.checks.some((c: string) => c.startsWith(`auto: ${report.strategy} (${report.modeChoice.reason})`))).toBe(true);
+    const text = await cli(['migrate', NAME, '--to', B, '--dry-run']);
+    expect(text.stdout).toContain(`chosen:    ${report.strategy} (auto, `);
     await expectStillRunningOnSource();
   });
 
@@ -153,7 +158,7 @@ describe('cancellation', () => {
     try {
       // memhog listens only once its memory is filled: migrating earlier would verify a half-built process.
       await waitFor(() => lineCommand(28113, 'verify'), (r) => r === 'ok 131072', 30_000, 'memhog to fill its memory and answer');
-      const p = spawn(process.execPath, [join(packageRoot(), 'bin/ferry.js'), 'migrate', name, '--to', B, '--json'], { env: { ...process.env, FERRY_CLUSTER: TEST_CLUSTER_FILE } });
+      const p = spawn(process.execPath, [join(packageRoot(), 'bin/ferry.js'), 'migrate', name, '--to', B, '--mode', 'stop-and-copy', '--json'], { env: { ...process.env, FERRY_CLUSTER: TEST_CLUSTER_FILE } });
       let out = '';
       let sent = false;
       p.stdout.on('data', (b: Buffer) => {

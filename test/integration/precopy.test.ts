@@ -205,6 +205,41 @@ describe('pre-copy: a container whose memory is still arriving', () => {
   });
 });
 
+describe('--mode auto: measures the write rate, then picks', () => {
+  const NAME = 'it-auto';
+  const PORT = 28128;
+  afterEach(async () => { await removeEverywhere(NAME); });
+
+  it('a dry run reports the choice and leaves the container untracked', async () => {
+    await startRandomHog(NAME, PORT, 64, 20_000);
+    const r = await migrate(NAME, B, { mode: 'auto', dryRun: true });
+    expect(r, JSON.stringify(r)).toMatchObject({ result: 'dry_run', strategy: 'stop-and-copy', modeChoice: { requested: 'auto', reason: 'heavy-writer' } });
+    expect(r.modeChoice!.dirtyPagesPerSec!).toBeGreaterThan(5_000);
+    expect(await trackedState(A, NAME)).toEqual({ tracerPid: '0', uffdVmas: 0 });
+    await expectOnlyOn(NAME, A);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+  });
+
+  it('a heavy random writer goes by stop-and-copy, an idle 256 MiB container by pre-copy; both arrive exact', async () => {
+    await startRandomHog(NAME, PORT, 64, 20_000);
+    const heavy = await migrate(NAME, B, { mode: 'auto' });
+    expect(heavy, JSON.stringify(heavy)).toMatchObject({ result: 'succeeded', strategy: 'stop-and-copy', modeChoice: { reason: 'heavy-writer' } });
+    expect(heavy.rounds).toBeUndefined();
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+    await expectOnlyOn(NAME, B);
+    await removeEverywhere(NAME);
+
+    await startRandomHog(NAME, PORT, 256, 0);
+    const idle = await migrate(NAME, B, { mode: 'auto' });
+    expectPrecopy(idle, A, B);
+    expect(idle.modeChoice, JSON.stringify(idle.modeChoice)).toMatchObject({ requested: 'auto', reason: 'shorter-freeze' });
+    expect(idle.modeChoice!.predictedPrecopyFreezeMs!).toBeLessThan(idle.modeChoice!.predictedStopCopyFreezeMs);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 65536');
+    await expectOnlyOn(NAME, B);
+    await expectNoResidue();
+  });
+});
+
 describe('pre-copy: Redis under a live client on one TCP connection', () => {
   const NAME = 'it-pre-redis';
   const PORT = 28125;

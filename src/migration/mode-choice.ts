@@ -1,0 +1,111 @@
+// `--mode auto` (pure): pick stop-and-copy or pre-copy from what was measured on the running container,
+// and say why. The numbers are this machine's kind (README "Measured", docs/postcopy.md).
+
+import type { MigrationMode, MigrationReport } from '../protocol/messages.js';
+
+const GiB = 2 ** 30;
+const PAGE_BYTES = 4096;
+
+/** What the choice is made from. */
+export interface ModeInputs {
+  rssBytes: number;
+  /** Pages the container wrote per second in a short sample (distinct pages); null when it could not be measured. */
+  dirtyPagesPerSec: number | null;
+  /** Page throughput between the two hosts, bytes/s (learned from earlier migrations, or the default). */
+  linkBytesPerSec: number;
+  /** `--max-downtime`, ms. */
+  maxDowntimeMs: number;
+  /** Time the whole migration may take (its timeout, or what a spot notice leaves), ms. */
+  deadlineMs: number;
+  /** The source can track writes (userfaultfd with write-protect). */
+  uffd: boolean;
+}
+
+/** The costs the choice predicts with; each figure measured here (see the field comments). */
+export interface ModeModel {
+  /** Stop-and-copy freeze = fixed + per GiB of RSS (256 MiB: 1.1 s, 1 GiB: 2.9 s measured). */
+  stopCopyFixedMs: number;
+  stopCopyMsPerGiB: number;
+  /** Pre-copy's lazy final phase, besides the final delta: runc dump set-up, docker start, round trips (0.56–0.66 s measured). */
+  precopyFixedMs: number;
+  /**
+   * Above this write rate the lazy restore stalls the workload: every write to a page not filled yet is a
+   * fault, and CRIU's lazy-pages daemon shrinks its background chunk to 64 KiB on each one, so the fill
+   * crawls (1 GiB at 24 k pages/s: stall p50 7.5 s and a fill > 60 s; at 2.4 k pages/s: 0.69 s).
+   */
+  lazyFaultLimitPagesPerSec: number;
+  /** Pre-copy only pays when the writer dirties less than this fraction of what the link moves. */
+  maxDirtyToLink: number;
+}
+
+export const DEFAULT_MODE_MODEL: ModeModel = Object.freeze({
+  stopCopyFixedMs: 500,
+  stopCopyMsPerGiB: 2_400,
+  precopyFixedMs: 600,
+  lazyFaultLimitPagesPerSec: 5_000,
+  maxDirtyToLink: 0.5,
+});
+
+/** Without a measurement from an earlier migration between the two hosts: pre-copy's round 0 rate here under load. */
+export const DEFAULT_LINK_BYTES_PER_SEC = 100 * 2 ** 20;
+
+export type ModeReason = 'no-uffd' | 'not-measured' | 'heavy-writer' | 'outruns-link' | 'deadline' | 'fits-downtime' | 'shorter-freeze' | 'no-gain';
+
+export interface ModeChoice {
+  mode: MigrationMode;
+  reason: ModeReason;
+  explain: string;
+  predictedStopCopyFreezeMs: number;
+  /** Null when pre-copy was ruled out before its freeze could be predicted. */
+  predictedPrecopyFreezeMs: number | null;
+  predictedPrecopyTotalMs: number | null;
+}
+
+const r0 = (x: number): number => Math.round(x);
+const mib = (b: number): string => `${(b / 2 ** 20).toFixed(0)} MiB`;
+
+export function chooseMode(i: ModeInputs, m: ModeModel = DEFAULT_MODE_MODEL): ModeChoice {
+  const stopCopy = m.stopCopyFixedMs + (i.rssBytes / GiB) * m.stopCopyMsPerGiB;
+  const base = { predictedStopCopyFreezeMs: r0(stopCopy), predictedPrecopyFreezeMs: null, predictedPrecopyTotalMs: null };
+  const pick = (mode: MigrationMode, reason: ModeReason, explain: string, more: Partial<ModeChoice> = {}): ModeChoice => ({ ...base, ...more, mode, reason, explain });
+  if (!i.uffd) return pick('stop-and-copy', 'no-uffd', 'the source has no userfaultfd write-protect: writes cannot be tracked, so memory moves inside the freeze');
+  if (i.dirtyPagesPerSec === null) return pick('stop-and-copy', 'not-measured', 'the write rate could not be measured: pre-copy would run blind');
+  const rate = i.dirtyPagesPerSec;
+  if (rate > m.lazyFaultLimitPagesPerSec)
+    return pick('stop-and-copy', 'heavy-writer', `writes ${r0(rate)} pages/s, above the ${m.lazyFaultLimitPagesPerSec} pages/s a lazy restore absorbs here without stalling the workload on faults`);
+  const ratio = (rate * PAGE_BYTES) / i.linkBytesPerSec;
+  if (ratio >= m.maxDirtyToLink)
+    return pick('stop-and-copy', 'outruns-link', `writes ${((rate * PAGE_BYTES) / 1e6).toFixed(1)} MB/s, ${(ratio * 100).toFixed(0)}% of the link's ${((i.linkBytesPerSec) / 1e6).toFixed(0)} MB/s: rounds would not converge`);
+  // Rounds shrink geometrically by `ratio`; what is written during the last one travels inside the freeze.
+  const round0Ms = (i.rssBytes / i.linkBytesPerSec) * 1000;
+  const roundsMs = round0Ms / (1 - ratio);
+  const lastRoundMs = Math.max(round0Ms * ratio ** 3, 50);
+  const deltaBytes = rate * (lastRoundMs / 1000) * PAGE_BYTES;
+  const deltaMs = (deltaBytes / i.linkBytesPerSec) * 1000;
+  const precopy = m.precopyFixedMs + deltaMs;
+  const precopyTotal = roundsMs + precopy;
+  const more = { predictedPrecopyFreezeMs: r0(precopy), predictedPrecopyTotalMs: r0(precopyTotal) };
+  if (precopyTotal > i.deadlineMs && stopCopy < precopyTotal)
+    return pick('stop-and-copy', 'deadline', `pre-copy of ${mib(i.rssBytes)} would take ~${r0(precopyTotal)} ms, past the ${r0(i.deadlineMs)} ms left; stop-and-copy takes ~${r0(stopCopy)} ms`, more);
+  if (stopCopy <= i.maxDowntimeMs)
+    return pick('stop-and-copy', 'fits-downtime', `stop-and-copy's ~${r0(stopCopy)} ms already fits --max-downtime ${i.maxDowntimeMs} ms, with fewer bytes moved and a shorter total than pre-copy`, more);
+  if (precopy < stopCopy)
+    return pick('precopy', 'shorter-freeze', `predicted freeze ${r0(precopy)} ms with pre-copy against ${r0(stopCopy)} ms with stop-and-copy (${mib(i.rssBytes)}, ${r0(rate)} pages/s written)`, more);
+  return pick('stop-and-copy', 'no-gain', `pre-copy would not shorten the freeze (${r0(precopy)} ms against ${r0(stopCopy)} ms for ${mib(i.rssBytes)})`, more);
+}
+
+/**
+ * What a finished migration says about its link: pre-copy's rounds (mostly round 0, the bulk copy while the
+ * container runs), else the stop-and-copy transfer. Small transfers say more about round trips than
+ * throughput and are ignored.
+ */
+export function observedLinkRate(r: MigrationReport): number | null {
+  if (r.result !== 'succeeded') return null;
+  if (r.rounds?.length) {
+    const bytes = r.rounds.reduce((a, x) => a + x.bytes, 0);
+    const ms = r.rounds.reduce((a, x) => a + x.durationMs, 0);
+    return bytes >= 16 * 2 ** 20 && ms > 0 ? (bytes / ms) * 1000 : null;
+  }
+  const t = r.phases.transfer;
+  return r.bytesTotal >= 16 * 2 ** 20 && t !== undefined && t > 0 ? (r.bytesTotal / t) * 1000 : null;
+}
