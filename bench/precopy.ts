@@ -17,10 +17,10 @@ const SIZES = (process.env.BENCH_SIZES ?? '256,1024').split(',').map(Number);
 /** Dirty rates in MB/s (4 KiB pages written at random). */
 const RATES = (process.env.BENCH_RATES ?? '0,10,100').split(',').map(Number);
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
-const MODES = (process.env.BENCH_MODES ?? 'precopy,stop-and-copy').split(',') as ('precopy' | 'stop-and-copy')[];
+const MODES = (process.env.BENCH_MODES ?? 'precopy,stop-and-copy,auto').split(',') as ('auto' | 'precopy' | 'stop-and-copy')[];
 const NAME = 'bench-precopy';
 
-interface Run { stallMs: number; totalMs: number; downtimeMs: number; bytes: number; rounds: number; reason: string | null; achievedRate: number; freeze: Record<string, number> }
+interface Run { strategy: string; autoReason: string | null; fillMs: number | null; stallMs: number; totalMs: number; downtimeMs: number; bytes: number; rounds: number; reason: string | null; achievedRate: number; freeze: Record<string, number> }
 
 /** The freeze's parts as the agents measured them (checkpoint.* up to restore.*). */
 const freezeParts = (r: MigrationReport): Record<string, number> => Object.fromEntries(Object.entries(r.phases).filter(([k]) => /^(checkpoint\.|transfer$|restore\.dockerStart)/.test(k)));
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
               const after = Number(/dirtied (\d+)/.exec(await p.command('stats'))![1]);
               runs.push({
                 // Every byte that crossed: the rounds' pages plus the final transfer.
-                stallMs: round(p.maxGap), totalMs: round(r.totalMs), downtimeMs: round(r.downtimeMs ?? NaN), bytes: r.bytesTotal + (r.rounds ?? []).reduce((n, x) => n + x.bytes, 0), freeze: freezeParts(r),
+                stallMs: round(p.maxGap), totalMs: round(r.totalMs), downtimeMs: round(r.downtimeMs ?? NaN), bytes: r.bytesTotal, freeze: freezeParts(r), strategy: r.strategy, autoReason: r.modeChoice?.reason ?? null, fillMs: r.phases['cleanup.lazyFill'] ?? null,
                 rounds: r.rounds?.length ?? 0, reason: r.convergence?.reason ?? null, achievedRate: Math.round((after - before) / elapsed),
               });
               where = to;
@@ -79,6 +79,10 @@ async function main(): Promise<void> {
             bytesVsRss: round((percentile(runs.map((x) => x.bytes), 50) / (mib * 2 ** 20)) * 100) / 100,
             roundsP50: percentile(runs.map((x) => x.rounds), 50),
             stopReasons: [...new Set(runs.map((x) => x.reason))],
+            // auto: what it ran (and why, in each run's report); all modes: how long the destination's lazy fill took after the freeze.
+            strategies: [...new Set(runs.map((x) => x.strategy))],
+            autoReasons: [...new Set(runs.map((x) => x.autoReason).filter((x) => x !== null))],
+            fillP50Ms: runs.some((x) => x.fillMs !== null) ? percentile(runs.map((x) => x.fillMs ?? 0), 50) : null,
             writerRateDuringMigration: percentile(runs.map((x) => x.achievedRate), 50),
             verify, connectionKept: kept, pingErrors: p.errors,
             each: runs,

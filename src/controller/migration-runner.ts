@@ -124,7 +124,8 @@ export class MigrationRunner {
         const r = await this.dest.call(AgentApi.Pull, {
           migrationId: this.id, source: { host: this.source.name, url: this.source.url }, token, manifest: cp.manifest,
         }, { signal: deadline });
-        this.bytes = r.bytes;
+        // On top of what pre-copy's rounds moved: the report's bytes are everything that crossed.
+        this.bytes += r.bytes;
         this.agentTimings('transfer', r.timings);
       });
       await this.step('restoring', 'restore', async () => {

@@ -1,7 +1,7 @@
 // Iterative pre-copy on the real stack: pages move in rounds while the container runs, the freeze only covers
 // the last delta, and every page, write and connection survives.
 
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentApi, type MigrationReport, type ProgressEvent } from '../../src/protocol/index.js';
@@ -16,6 +16,8 @@ function expectPrecopy(r: MigrationReport, from: string, to: string): void {
   expect(r.rounds![0]!.pages).toBeGreaterThan(0);
   expect(r.convergence?.reason).toBeTruthy();
   expect(r.phases['checkpoint.deltaPages']).toBeLessThan(r.rounds![0]!.pages);
+  // The report's bytes are everything that crossed: the rounds and the final transfer.
+  expect(r.bytesTotal).toBeGreaterThan(r.rounds!.reduce((n, x) => n + x.bytes, 0));
 }
 
 async function startMemhog(name: string, cmd: string[]): Promise<void> {
@@ -203,7 +205,41 @@ describe('pre-copy: a container whose memory is still arriving', () => {
     await expectOnlyOn(NAME, A);
     await expectNoResidue();
   });
+
+  it('a fault storm on pages not arrived yet: every faulting process waits for its pages, none runs on zeros', async () => {
+    const P2 = PORT + 1;
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'lazy-serve-hold' });
+    await startMemhog(NAME, ['sh', '-c', `memhog --mib 32 --rate 0 --port ${P2} & exec memhog --mib 48 --rate 0 --port ${PORT}`]);
+    await waitFor(() => lineCommand(PORT, 'verify'), (r) => r === 'ok 12288', 30_000, 'memhog 1 to answer');
+    await waitFor(() => lineCommand(P2, 'verify'), (r) => r === 'ok 8192', 30_000, 'memhog 2 to answer');
+    const moved = migrate(NAME, B, { mode: 'precopy', maxRounds: 2 });
+    const id = await waitFor(async () => (await containersNamed(B, NAME)).find((c) => c.State === 'running')?.Id, (x) => !!x, 60_000, 'the restored copy on B');
+    // Both processes read every page at once while B's page server holds them back.
+    const checks = [lineCommand(PORT, 'verify'), lineCommand(P2, 'verify')];
+    await waitFor(async () => threadsInUserfault(id!), (n) => n >= 2, 30_000, 'both processes to block on pages not arrived yet');
+    writeFileSync(release(), '');
+    expect(await Promise.all(checks)).toEqual(['ok 12288', 'ok 8192']);
+    const r = await moved;
+    rmSync(release(), { force: true });
+    expectPrecopy(r, A, B);
+    await expectOnlyOn(NAME, B);
+    await expectNoResidue();
+  });
 });
+
+/** Threads of the container's processes (host pids from its cgroup) that are blocked on a userfault. */
+function threadsInUserfault(containerId: string): number {
+  let n = 0;
+  for (const pid of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cgroup`, 'utf8').includes(containerId)) continue;
+      for (const t of readdirSync(`/proc/${pid}/task`)) if (readFileSync(`/proc/${pid}/task/${t}/stack`, 'utf8').includes('handle_userfault')) n++;
+    } catch {
+      // The process went away while we looked.
+    }
+  }
+  return n;
+}
 
 describe('--mode auto: measures the write rate, then picks', () => {
   const NAME = 'it-auto';
