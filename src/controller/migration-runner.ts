@@ -140,8 +140,12 @@ export class MigrationRunner {
     this.to('committed', { downtimeMs: downtime });
     this.to('cleaning');
     const tc = performance.now();
+    // The container already runs on the destination; a lazy restore may still be filling its memory, which
+    // can take minutes under a heavy writer (docs/postcopy.md). Say so rather than look stuck.
+    this.deps.progress({ migrationId: this.id, phase: 'cleanup', state: 'started', message: `running on ${this.dest.name}; waiting for its memory to arrive in full before releasing it` });
     const cleanupErrors = await this.cleanup();
     this.phases.cleanup = ms(tc);
+    this.deps.progress({ migrationId: this.id, phase: 'cleanup', state: cleanupErrors.length ? 'failed' : 'done' });
     this.to('done');
     const r = this.report('succeeded', t0, downtime, null, cleanupErrors.length ? [...checks, ...cleanupErrors.map((c) => `cleanup pending: ${c}`)] : checks);
     this.deps.onFinished?.(r);

@@ -181,9 +181,13 @@ describe('pre-copy: a container whose memory is still arriving', () => {
   it('is not moved again until every page has arrived; then it moves on exact', async () => {
     await restartAgent(B, { FERRY_AGENT_FAULTS: 'lazy-serve-hold' });
     await startRandomHog(NAME, PORT, 64, 2000);
-    const first = migrate(NAME, B, { mode: 'precopy', maxRounds: 4 });
+    const events: ProgressEvent[] = [];
+    const first = migrate(NAME, B, { mode: 'precopy', maxRounds: 4 }, (e) => events.push(e));
     // Running on B, but B's page server answers nothing yet: most of its memory is still in flight.
     await waitFor(async () => (await containersNamed(B, NAME)).map((c) => c.State), (s) => s[0] === 'running', 60_000, 'the restored copy on B');
+    // The caller is told why the migration has not returned yet.
+    const waiting = await waitFor(() => events.find((e) => e.phase === 'cleanup' && e.state === 'started'), (e) => !!e, 30_000, 'the cleanup progress event');
+    expect(waiting!.message).toContain(`running on ${B}`);
     // Neither the controller (the first migration still holds the container) nor B's agent itself (asked
     // directly, as a second controller would) lets it go anywhere now.
     await expect(migrate(NAME, A, { mode: 'precopy' })).rejects.toMatchObject({ code: 'E_CONFLICT' });
