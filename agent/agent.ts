@@ -17,8 +17,9 @@ import { DockerRuntime } from './runtime/docker-runtime.js';
 import { RuncCheckpointer, freeze, freezerStateFile } from './runtime/runc-checkpointer.js';
 import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
 import { LazyPageServer, type PageSource } from './lazy/page-server.js';
+import type { FrozenPages } from './precopy/source.js';
 import { sampleDirtyRate } from './precopy/sample.js';
-import { DeltaStoreSource, encodeDelta, hasLazyDelta, lazyDeltaName } from './lazy/sources.js';
+import { DeltaStoreSource, encodeDelta, hasLazyDelta, lazyDeltaName, splitByRead } from './lazy/sources.js';
 import { PageSet } from '../src/criu/page-set.js';
 import { PE_LAZY, PE_PRESENT, pagemapPid, parsePagemap } from '../src/criu/pagemap.js';
 import { LocalStates, type SourceState, type TargetState } from './local-state.js';
@@ -575,13 +576,16 @@ export class Agent {
    * go, so that CRIU dumps tasks with no userfaultfd registered. Returns the pages the destination holds
    * current, or null if the scan failed (then nothing it holds can be trusted).
    */
-  private async finalScan(mid: string, src: PrecopySource, timings: Record<string, number>): Promise<PageSet | null> {
+  private async finalScan(mid: string, src: PrecopySource, timings: Record<string, number>, read?: FrozenPages): Promise<PageSet | null> {
     const t0 = performance.now();
     try {
-      const fin = await src.finish();
+      const fin = await src.finish({ read: !!read });
       timings.finalDirtyPages = fin.finalDirtyPages;
+      for (const [pid, pages] of fin.read) read?.set(pid, pages);
       return fin.clean;
     } catch (e) {
+      // Nothing read counts either: every lazy page then comes from CRIU.
+      read?.clear();
       this.log.warn({ migrationId: mid, err: (e as Error).message }, 'final dirty scan failed; sending all pages');
       await src.close();
       return null;
@@ -600,7 +604,8 @@ export class Agent {
     let lazy: LazyDump | null = null;
     try {
       // No clean set means nothing the destination holds is trusted: every lazy page goes in the delta.
-      const clean = await this.finalScan(mid, src, timings) ?? new PageSet();
+      const frozen: FrozenPages = new Map();
+      const clean = await this.finalScan(mid, src, timings, frozen) ?? new PageSet();
       const td = performance.now();
       lazy = await LazyDump.start({
         runc: this.cfg.runc, criu: this.cfg.criu, criuConfigFile: this.cfg.criuConfigFile, runcRoot: await this.runcRoot(d.runtime, d.id),
@@ -610,22 +615,33 @@ export class Agent {
       if (this.cfg.faults.includes('lazy-delta-fail')) throw new FerryError('E_FAULT_INJECTED', 'delta fetch failed by fault injection');
       const tx = performance.now();
       let shipped = 0;
+      let fromScan = 0;
       for (const name of await readdir(imagesDir)) {
         const pid = pagemapPid(name);
         if (pid === null) continue;
         const pm = parsePagemap(await readFile(join(imagesDir, name)));
         const need: { start: number; end: number }[] = [];
+        const runs: { vaddr: number; data: Buffer }[] = [];
+        const read = frozen.get(pid);
         for (const e of pm.entries) {
           if (!(e.flags & PE_LAZY) || e.flags & PE_PRESENT) continue;
-          for (const r of clean.runs(pid, e.vaddr, e.vaddr + e.nrPages * 4096)) if (!r.held) need.push(r);
+          for (const r of clean.runs(pid, e.vaddr, e.vaddr + e.nrPages * 4096)) {
+            if (r.held) continue;
+            // What the final scan already read from the frozen task ships as it is; only the rest (pages the
+            // tracker did not see written) is asked of CRIU.
+            for (const part of splitByRead(r.start, r.end, read)) {
+              if (part.data) { runs.push({ vaddr: part.start, data: part.data }); fromScan += part.data.length / 4096; }
+              else need.push(part);
+            }
+          }
         }
-        const runs: { vaddr: number; data: Buffer }[] = [];
         shipped += await lazy.client.fetch(pid, need, (vaddr, data) => { runs.push({ vaddr, data }); }, signal);
         runs.sort((a, b) => a.vaddr - b.vaddr);
         await writeFile(join(imagesDir, lazyDeltaName(pid)), encodeDelta(runs), { mode: 0o600 });
       }
       timings.deltaFetch = since(tx);
-      timings.deltaPages = shipped;
+      timings.deltaPages = shipped + fromScan;
+      timings.deltaFromScan = fromScan;
       // End CRIU's session now, not at commit: until CRIU exits it holds the task's TCP sockets, and a
       // restore that reuses their addresses (one host, or a moved IP) fails with EADDRNOTAVAIL. From here a
       // rollback restores from the mirror plus the delta.

@@ -73,3 +73,22 @@ export function encodeDelta(runs: readonly Run[]): Buffer {
   }
   return Buffer.concat(parts);
 }
+
+/** [start, end) cut into runs that the final scan read (with their bytes) and runs it did not. */
+export function splitByRead(start: number, end: number, read: Map<number, Buffer> | undefined): { start: number; end: number; data?: Buffer }[] {
+  if (!read?.size) return [{ start, end }];
+  const out: { start: number; end: number; data?: Buffer }[] = [];
+  let a = start;
+  while (a < end) {
+    const s = a;
+    if (read.has(a)) {
+      const pages: Buffer[] = [];
+      for (let p = read.get(a); a < end && p; p = read.get(a)) { pages.push(p); a += PAGE; }
+      out.push({ start: s, end: a, data: Buffer.concat(pages) });
+    } else {
+      while (a < end && !read.has(a)) a += PAGE;
+      out.push({ start: s, end: a });
+    }
+  }
+  return out;
+}

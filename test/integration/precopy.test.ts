@@ -58,6 +58,9 @@ describe('pre-copy: memhog page oracle', () => {
       // Round 0 carries the whole working set; the rounds after it only what was written meanwhile.
       expect(r.rounds![0]!.pages).toBeGreaterThanOrEqual(32_768);
       for (const later of r.rounds!.slice(1)) expect(later.pages).toBeLessThan(r.rounds![0]!.pages / 2);
+      // The pages written since the last round were read from the frozen task by the final scan, not fetched from CRIU one by one.
+      expect(r.phases['checkpoint.deltaFromScan']).toBeGreaterThan(0);
+      expect(r.phases['checkpoint.deltaFromScan']).toBeLessThanOrEqual(r.phases['checkpoint.deltaPages']!);
       // The progress stream showed every round as it happened.
       expect(events.filter((e) => e.phase === 'precopy' && e.state === 'progress').map((e) => e.round?.round)).toEqual(r.rounds!.map((x) => x.round));
       await expectOnlyOn(NAME, to);

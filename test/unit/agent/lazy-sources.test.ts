@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageStore } from '../../../agent/precopy/page-store.js';
-import { DeltaStoreSource, encodeDelta, lazyDeltaName } from '../../../agent/lazy/sources.js';
+import { DeltaStoreSource, encodeDelta, lazyDeltaName, splitByRead } from '../../../agent/lazy/sources.js';
+import fc from 'fast-check';
 import { parseDelta } from '../../../agent/precopy/delta.js';
 
 const P = 4096;
@@ -46,5 +47,32 @@ describe('DeltaStoreSource', () => {
   it('encodes deltas that parseDelta reads back', () => {
     const runs = [{ vaddr: 0x1000, data: page(1, 2) }, { vaddr: 0x9000, data: page(7) }];
     expect(parseDelta(encodeDelta(runs)).map((r) => [r.vaddr, tags(r.data)])).toEqual([[0x1000, [1, 2]], [0x9000, [7]]]);
+  });
+});
+
+describe('splitByRead: what the final scan read from the frozen task, and what still comes from CRIU', () => {
+  it('cuts a range at every boundary between read and unread pages, with the read bytes in order', () => {
+    const read = new Map([[1 * P, page(1)], [2 * P, page(2)], [5 * P, page(5)]]);
+    const parts = splitByRead(0, 7 * P, read);
+    expect(parts.map((x) => [x.start / P, x.end / P, x.data ? tags(x.data) : null])).toEqual([
+      [0, 1, null], [1, 3, [1, 2]], [3, 5, null], [5, 6, [5]], [6, 7, null],
+    ]);
+    expect(splitByRead(0, 2 * P, undefined)).toEqual([{ start: 0, end: 2 * P }]);
+  });
+
+  it('covers the range exactly once, whatever was read', () => {
+    fc.assert(fc.property(fc.integer({ min: 1, max: 64 }), fc.array(fc.integer({ min: 0, max: 80 })), (n, readPages) => {
+      const read = new Map(readPages.map((i) => [i * P, page(i)] as const));
+      const parts = splitByRead(0, n * P, read);
+      let at = 0;
+      for (const x of parts) {
+        expect(x.start).toBe(at);
+        expect(x.end).toBeGreaterThan(x.start);
+        for (let a = x.start; a < x.end; a += P) expect(read.has(a)).toBe(!!x.data);
+        if (x.data) expect(tags(x.data)).toEqual(Array.from({ length: (x.end - x.start) / P }, (_, i) => x.start / P + i));
+        at = x.end;
+      }
+      expect(at).toBe(n * P);
+    }));
   });
 });
