@@ -567,11 +567,6 @@ export class Agent {
   }
 
   /**
-   * Pre-copy's final phase without a full dump: freeze, last dirty scan, `criu dump --lazy-pages`, then take
-   * from CRIU's page server only the lazy pages the destination does not hold current (lazy/lazy-dump.ts has
-   * the life cycle). Any failure before CRIU's session ends leaves the task running on this host.
-   */
-  /**
    * With the container frozen: the last scan says what changed since the last round, then the tracker lets
    * go, so that CRIU dumps tasks with no userfaultfd registered. Returns the pages the destination holds
    * current, or null if the scan failed (then nothing it holds can be trusted).
@@ -594,6 +589,11 @@ export class Agent {
     }
   }
 
+  /**
+   * Pre-copy's final phase without a full dump: freeze, last dirty scan (reading what was written),
+   * `criu dump --lazy-pages`, then take from CRIU's page server only the lazy pages the destination still
+   * lacks (lazy/lazy-dump.ts has the life cycle). Any failure before CRIU's session ends leaves the task running on this host.
+   */
   private async lazyFinal(mid: string, d: { id: string; pid: number; runtime: string }, imagesDir: string, src: PrecopySource, timings: Record<string, number>, signal: AbortSignal): Promise<{ frozenAt: number }> {
     const freezer = await freezerStateFile(d.pid);
     if (!freezer) throw new FerryError('E_PRECONDITION', 'pre-copy needs the cgroup v1 freezer');
