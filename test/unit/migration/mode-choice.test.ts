@@ -48,6 +48,10 @@ describe('chooseMode', () => {
 
   it('picks stop-and-copy for small containers, where pre-copy has nothing to gain', () => {
     expect(chooseMode(base({ rssBytes: 16 * MiB }))).toMatchObject({ mode: 'stop-and-copy', reason: 'no-gain' });
+    // The demo's Redis: a near-tie (600 ms against 613 ms) is no reason for pre-copy's extra bytes and tracking.
+    const tie = chooseMode(base({ rssBytes: 48 * MiB, dirtyPagesPerSec: 114 }));
+    expect(tie).toMatchObject({ mode: 'stop-and-copy', reason: 'no-gain' });
+    expect(tie.predictedPrecopyFreezeMs!).toBeLessThan(tie.predictedStopCopyFreezeMs);
   });
 
   it('never picks pre-copy without write tracking or without a measurement', () => {
@@ -73,7 +77,7 @@ describe('chooseMode', () => {
           expect(i.uffd).toBe(true);
           expect(i.dirtyPagesPerSec).not.toBeNull();
           expect(i.dirtyPagesPerSec!).toBeLessThanOrEqual(DEFAULT_MODE_MODEL.lazyFaultLimitPagesPerSec);
-          expect(c.predictedPrecopyFreezeMs!).toBeLessThan(c.predictedStopCopyFreezeMs);
+          expect(c.predictedPrecopyFreezeMs!).toBeLessThan(c.predictedStopCopyFreezeMs * (1 - DEFAULT_MODE_MODEL.minGain));
         }
       },
     ));
