@@ -93,13 +93,7 @@ export class PrecopySource {
       if (ns === undefined) continue;
       // Reported dirty: the destination's copy is stale until this round's copy lands.
       for (const [s, e] of ranges) this.sent.remove(ns, s, e);
-      const batches = batch(ranges, READ_BATCH_BYTES);
-      let next = batches.length ? this.tracker.read(tgid, batches[0]!) : null;
-      for (let i = 0; i < batches.length; i++) {
-        signal.throwIfAborted();
-        const { data, missing } = await next!;
-        next = i + 1 < batches.length ? this.tracker.read(tgid, batches[i + 1]!) : null;
-        const present = subtract(batches[i]!, missing);
+      for await (const { present, data } of this.readPresent(tgid, ranges, signal)) {
         let off = 0;
         for (const rec of records(present)) {
           const head = recordHeaderBytes(rec.ranges.length);
@@ -117,7 +111,6 @@ export class PrecopySource {
           stats.pages += rec.pages;
           stats.bytes += rec.pages * PAGE_BYTES;
         }
-        if (off !== data.length) throw new FerryError('E_INTERNAL', `tracker read returned ${data.length} bytes, expected ${off}`);
       }
     }
     stats.durationMs = Math.round((performance.now() - t0) * 10) / 10;
@@ -147,15 +140,36 @@ export class PrecopySource {
 
   private async readAll(tgid: number, ranges: readonly PageRange[]): Promise<Map<number, Buffer>> {
     const pages = new Map<number, Buffer>();
-    for (const b of batch(ranges, READ_BATCH_BYTES)) {
-      const { data, missing } = await this.tracker.read(tgid, b);
+    for await (const { present, data } of this.readPresent(tgid, ranges)) {
       let off = 0;
-      for (const [s, e] of subtract(b, missing)) {
+      for (const [s, e] of present) {
         for (let a = s; a < e; a += PAGE_BYTES, off += PAGE_BYTES) pages.set(a, data.subarray(off, off + PAGE_BYTES));
       }
-      if (off !== data.length) throw new FerryError('E_INTERNAL', `tracker read returned ${data.length} bytes, expected ${off}`);
     }
     return pages;
+  }
+
+  /**
+   * The pages of `ranges` as the task holds them, in requests of at most READ_BATCH_BYTES with the next one
+   * already in flight; `data` holds exactly the pages of `present` (what was unmapped since the scan is left out).
+   */
+  private async *readPresent(tgid: number, ranges: readonly PageRange[], signal?: AbortSignal): AsyncGenerator<{ present: PageRange[]; data: Buffer }> {
+    const batches = batch(ranges, READ_BATCH_BYTES);
+    let next = batches.length ? this.tracker.read(tgid, batches[0]!) : null;
+    try {
+      for (let i = 0; i < batches.length; i++) {
+        signal?.throwIfAborted();
+        const { data, missing } = await next!;
+        next = i + 1 < batches.length ? this.tracker.read(tgid, batches[i + 1]!) : null;
+        const present = subtract(batches[i]!, missing);
+        const expected = present.reduce((n, [s, e]) => n + (e - s), 0);
+        if (data.length !== expected) throw new FerryError('E_INTERNAL', `tracker read returned ${data.length} bytes, expected ${expected}`);
+        yield { present, data };
+      }
+    } finally {
+      // A consumer that stops early must not leave a read's rejection unhandled.
+      await next?.catch(() => undefined);
+    }
   }
 
   async release(): Promise<void> {
