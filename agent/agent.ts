@@ -7,13 +7,15 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Counter, Histogram, Registry } from 'prom-client';
 import client from 'prom-client';
 import {
-  AgentApi, FerryError, LAZY_FILL_TIMEOUT_MS, Progress, type Capabilities, type ManifestEntry, type ParamsOf, type ResultOf, type PeerRole,
+  AgentApi, FerryError, LAZY_FILL_TIMEOUT_MS, Progress, podKey, type Capabilities, type ManifestEntry, type ParamsOf, type ResultOf, type PeerRole, type PodIdentity,
 } from '../src/protocol/index.js';
 import type { CallContext, HandlerEntry } from '../src/rpc/connection.js';
 import { dial } from '../src/rpc/handshake.js';
 import type { Logger } from '../src/log/logger.js';
 import type { AgentConfig } from './config.js';
 import { DockerRuntime } from './runtime/docker-runtime.js';
+import { CriRuntime, type CriContainer } from './runtime/cri-runtime.js';
+import { run } from '../src/util/exec.js';
 import { RuncCheckpointer, freeze, freezerStateFile } from './runtime/runc-checkpointer.js';
 import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
 import { LazyPageServer, type PageSource } from './lazy/page-server.js';
@@ -57,6 +59,11 @@ export class Agent {
   private readonly mirrors = new Map<string, PageStore>();
   /** Destination side: the page server the restored task's lazy-pages daemon reads from. */
   private readonly pageServers = new Map<string, LazyPageServer>();
+  /** Pod migrations staged here: woken when their state has arrived, and when the replacement's restore came back. */
+  private readonly pulledWaiters = new Map<string, Set<() => void>>();
+  private readonly restoreWaiters = new Map<string, (r: { pid: number; containerId: string } | { error: string }) => void>();
+  /** The host's containerd (CRI): pod containers, which move when their pod is deleted (shim/). */
+  readonly cri: CriRuntime;
 
   constructor(
     readonly cfg: AgentConfig,
@@ -66,6 +73,8 @@ export class Agent {
     registry: Registry,
   ) {
     this.states = new LocalStates(cfg.dataDir);
+    const criRoot = cfg.criRoot ?? join('/run/ferry', cfg.host, 'cri');
+    this.cri = new CriRuntime({ stateDir: join(criRoot, 'state'), runcRoot: join(criRoot, 'runc') });
     this.checkpointer = new RuncCheckpointer({ runc: cfg.runc, criu: cfg.criu, criuConfigFile: cfg.criuConfigFile });
     this.metrics = {
       bytes: new client.Counter({ name: 'ferry_agent_transfer_bytes_total', help: 'Checkpoint bytes sent or received', labelNames: ['direction'], registers: [registry] }),
@@ -96,6 +105,8 @@ export class Agent {
       h('RollbackSource', (p) => this.rollbackSource(p)),
       h('TransferPull', (p, c) => this.transferPull(p, c), ['agent']),
       h('TransferPrecopy', (p, c) => this.transferPrecopy(p, c), ['agent']),
+      h('ShimClaim', (p, c) => this.shimClaim(p, c), ['shim']),
+      h('ShimRestored', (p, c) => this.shimRestored(p, c), ['shim']),
     ];
   }
 
@@ -116,12 +127,21 @@ export class Agent {
   }
 
   private async inspectForMigration(p: P<'InspectForMigration'>, c: CallContext): R<'InspectForMigration'> {
-    const d = await this.docker.describe(p.ref, c.signal);
+    let d;
+    try {
+      d = await this.docker.describe(p.ref, c.signal);
+    } catch (e) {
+      // Not a Docker container: perhaps a pod's, under this host's containerd.
+      const pc = e instanceof FerryError && e.code === 'E_NOT_FOUND' ? await this.cri.find(p.ref) : null;
+      if (!pc) throw e;
+      await this.assertSettled(pc.id);
+      return { id: pc.id, running: pc.running, spec: null, pod: pc.pod, name: podKey(pc.pod), rssBytes: pc.rssBytes, rejectReasons: pc.rejectReasons };
+    }
     await this.assertSettled(d.id);
     const reasons = [...d.rejectReasons];
     if (d.runtime !== this.cfg.runtimeName && d.runtime !== 'runc') reasons.push(`runtime ${d.runtime} is not supported`);
     if (!d.upperDir) reasons.push('storage driver has no overlay upperdir');
-    return { id: d.id, running: d.running, spec: d.spec, rssBytes: d.rssBytes, rejectReasons: reasons };
+    return { id: d.id, running: d.running, spec: d.spec, pod: null, name: d.spec.name, rssBytes: d.rssBytes, rejectReasons: reasons };
   }
 
   /**
@@ -143,22 +163,25 @@ export class Agent {
   private async prepareTarget(p: P<'PrepareTarget'>, c: CallContext): R<'PrepareTarget'> {
     const prior = await this.states.load(p.migrationId);
     if (prior?.role === 'target') return { containerId: prior.containerId };
-    if (!(await this.docker.hasImage(p.spec.imageId)))
-      throw new FerryError('E_PRECONDITION', `image ${p.spec.imageRef} (${p.spec.imageId.slice(7, 19)}) is not on ${this.cfg.host}`);
+    if (p.pod) return this.stagePod(p.migrationId, p.pod);
+    const spec = p.spec;
+    if (!spec) throw new FerryError('E_INVALID_ARGUMENT', 'PrepareTarget needs a container spec or a pod');
+    if (!(await this.docker.hasImage(spec.imageId)))
+      throw new FerryError('E_PRECONDITION', `image ${spec.imageRef} (${spec.imageId.slice(7, 19)}) is not on ${this.cfg.host}`);
     await this.states.create(p.migrationId);
     const labels = { [MIGRATION_LABEL]: p.migrationId };
     const createdVolumes: string[] = [];
     try {
-      for (const v of p.spec.volumes) {
+      for (const v of spec.volumes) {
         const r = await this.docker.ensureVolume(v.name, labels);
         if (r.created) createdVolumes.push(v.name);
         else if ((await readdir(r.mountpoint)).length > 0)
           throw new FerryError('E_PRECONDITION', `volume ${v.name} already exists on ${this.cfg.host} and is not empty`);
       }
-      const { id, upperDir } = await this.docker.create(p.spec, labels, c.signal);
+      const { id, upperDir } = await this.docker.create(spec, labels, c.signal);
       await this.states.save({
         role: 'target', migrationId: p.migrationId, containerId: id, upperDir, createdVolumes,
-        volumes: p.spec.volumes.map((v) => v.name), pulled: false, restored: false,
+        volumes: spec.volumes.map((v) => v.name), pulled: false, restored: false, pod: null,
       });
       return { containerId: id };
     } catch (e) {
@@ -218,12 +241,14 @@ export class Agent {
       timings.rebuild = since(tr);
     }
     await this.states.save({ ...st, pulled: true });
+    for (const wake of this.pulledWaiters.get(p.migrationId) ?? []) wake();
     return { bytes: receiver.bytes, timings };
   }
 
   private async restore(p: P<'Restore'>, c: CallContext): R<'Restore'> {
     const st = await this.target(p.migrationId);
     if (!st.pulled) throw new FerryError('E_PRECONDITION', `migration ${p.migrationId} has not been pulled`);
+    if (st.pod) return this.awaitReplacement(p.migrationId, c.signal);
     const t0 = performance.now();
     if (st.restored) {
       const i = await this.docker.inspect(st.containerId);
@@ -342,6 +367,7 @@ export class Agent {
     const st = await this.states.load(p.migrationId);
     if (!st) return { removed: false };
     if (st.role !== 'target') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a target migration here`);
+    if (st.pod) return this.abortStaged(st);
     const removed = await this.docker.remove(st.containerId);
     // With the restored task gone, a lazy-pages daemon has nobody left to serve.
     const lazy = Number(await readFile(join(this.states.imagesDir(p.migrationId), 'lazy.pid'), 'utf8').catch(() => '0'));
@@ -380,7 +406,7 @@ export class Agent {
     await this.states.save({
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
       restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name), upperDir: d.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: null,
     });
     let src: PrecopySource;
     try {
@@ -493,6 +519,8 @@ export class Agent {
       return { manifest: prior.manifest, imageBytes: await dirBytes(this.states.imagesDir(p.migrationId)), timings: {} };
     const pre = this.precopies.get(p.migrationId);
     if (prior && !(prior.role === 'source' && pre)) throw new FerryError('E_PRECONDITION', `migration ${p.migrationId} has stale state on ${this.cfg.host}`);
+    const pc = pre ? null : await this.cri.describe(p.containerId);
+    if (pc) return this.checkpointPod(p, pc, c.signal);
     const d = await this.docker.describe(p.containerId, c.signal);
     if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
     if (!d.upperDir) throw new FerryError('E_PRECONDITION', 'storage driver has no overlay upperdir');
@@ -501,7 +529,7 @@ export class Agent {
     const st: SourceState = prior?.role === 'source' ? prior : {
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
       restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name), upperDir: d.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: null,
     };
     await this.states.save(st);
     const timings: Record<string, number> = {};
@@ -672,6 +700,11 @@ export class Agent {
     if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
     await this.endPrecopy(p.migrationId);
     await this.dropMirror(p.migrationId);
+    if (st.pod) {
+      // The dump ended the task; containerd and kubelet finish the pod's deletion (the shim lets it go on).
+      await this.states.remove(p.migrationId);
+      return { removed: true };
+    }
     const removed = await this.docker.remove(st.containerId);
     for (const v of st.volumes) await this.docker.removeVolumeIfUnused(v);
     await this.states.remove(p.migrationId);
@@ -680,9 +713,10 @@ export class Agent {
 
   private async rollbackSource(p: P<'RollbackSource'>): R<'RollbackSource'> {
     const st = await this.states.load(p.migrationId);
-    if (!st) return { restored: false, running: false };
+    if (!st) return { restored: false, running: false, lost: false };
     if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
     await this.endPrecopy(p.migrationId);
+    if (st.pod) return this.rollbackPod(st);
     if (st.cpuQuotaUs !== null) await this.restoreQuota(st);
     let restored = false;
     if (st.dumped && !(await this.docker.isRunning(st.containerId))) {
@@ -711,7 +745,7 @@ export class Agent {
     const running = await this.docker.isRunning(st.containerId);
     if (!running) throw new FerryError('E_CRIU_RESTORE', `container ${st.containerId.slice(0, 12)} did not come back on ${this.cfg.host}`);
     await this.states.remove(p.migrationId);
-    return { restored, running };
+    return { restored, running, lost: false };
   }
 
   /**
@@ -730,7 +764,7 @@ export class Agent {
       } else if (st.role === 'source' && !st.dumped) {
         // A pre-copy's tracker died with the old process (the kernel released it); its throttle did not.
         if (st.cpuQuotaUs !== null) await this.restoreQuota(st).catch(() => undefined);
-        if (st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no') await this.docker.setRestartPolicy(st.containerId, st.restartPolicy).catch(() => undefined);
+        if (!st.pod && st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no') await this.docker.setRestartPolicy(st.containerId, st.restartPolicy).catch(() => undefined);
         await this.states.remove(mid);
         done.push(`${mid}: source was never dumped; state dropped`);
       }
@@ -745,6 +779,155 @@ export class Agent {
     }
     if (done.length) this.log.warn({ reaped: done }, 'cleaned up after an earlier crash');
     return done;
+  }
+
+  // ---- pods (containerd CRI; the shim side is shim/) ----------------------------------------------
+
+  /** Source: freeze and dump a pod's container with runc; its rw layer travels, there are no volumes. */
+  private async checkpointPod(p: P<'Checkpoint'>, pc: CriContainer, signal: AbortSignal): R<'Checkpoint'> {
+    if (!pc.running) throw new FerryError('E_PRECONDITION', `${podKey(pc.pod)} is not running on ${this.cfg.host}`);
+    if (!pc.upperDir) throw new FerryError('E_PRECONDITION', `${podKey(pc.pod)}: ${pc.rejectReasons.join('; ')}`);
+    await this.assertSettled(pc.id);
+    await this.states.create(p.migrationId);
+    const st: SourceState = {
+      role: 'source', migrationId: p.migrationId, containerId: pc.id, peer: p.peer, token: p.token,
+      restartPolicy: { name: 'no', maximumRetryCount: 0 }, volumes: [], upperDir: pc.upperDir,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: pc.pod,
+    };
+    await this.states.save(st);
+    const imagesDir = this.states.imagesDir(p.migrationId);
+    const timings: Record<string, number> = {};
+    const t0 = performance.now();
+    try {
+      const { frozenAt } = await this.checkpointer.dump(this.cri.runcRoot(), pc.id, pc.pid, imagesDir, this.states.workDir(p.migrationId), signal);
+      timings.beforeFreeze = Math.round((frozenAt - t0) * 10) / 10;
+    } catch (e) {
+      await this.states.remove(p.migrationId).catch(() => undefined);
+      throw e;
+    }
+    timings.dump = since(t0);
+    this.metrics.dump.observe(timings.dump / 1000);
+    const entries: ManifestEntry[] = [];
+    let imageBytes = 0;
+    for (const name of (await readdir(imagesDir)).sort()) {
+      const s = await stat(join(imagesDir, name));
+      if (!s.isFile()) continue;
+      entries.push({ kind: 'image-file', name, size: s.size });
+      imageBytes += s.size;
+    }
+    entries.push({ kind: 'rootfs-diff' });
+    const manifest = { entries };
+    await this.states.save({ ...st, dumped: true, manifest });
+    return { manifest, imageBytes, timings };
+  }
+
+  /**
+   * Source rollback of a pod's container. Before the dump it never stopped. After it, its task has ended
+   * and containerd has seen it end: containerd cannot take a restored process back under the same task, so
+   * the workload is lost, and says so.
+   */
+  private async rollbackPod(st: SourceState): R<'RollbackSource'> {
+    const pc = await this.cri.describe(st.containerId);
+    const running = !!pc?.running;
+    await this.states.remove(st.migrationId);
+    return { restored: false, running, lost: st.dumped && !running };
+  }
+
+  /** Destination: a pod's state waits here for the replacement pod; only one migration per pod container. */
+  private async stagePod(mid: string, pod: PodIdentity): R<'PrepareTarget'> {
+    for (const other of await this.states.list()) {
+      const o = await this.states.load(other).catch(() => null);
+      if (o?.role === 'target' && o.pod && podKey(o.pod) === podKey(pod))
+        throw new FerryError('E_CONFLICT', `${podKey(pod)} already has migration ${other} staged on ${this.cfg.host}`);
+    }
+    await this.states.create(mid);
+    const upperDir = join(this.states.dir(mid), 'upper');
+    await mkdir(upperDir, { recursive: true, mode: 0o700 });
+    await this.states.save({
+      role: 'target', migrationId: mid, containerId: '', upperDir, createdVolumes: [], volumes: [], pulled: false, restored: false, pod,
+    });
+    return { containerId: '' };
+  }
+
+  /**
+   * The replacement pod's container is being created (its shim asks before forwarding Create): if this pod
+   * container's state is staged here, wait until it has arrived, copy its rw layer into the new snapshot and
+   * hand over the images. Overlay whiteouts (char devices) and opaque dirs (trusted.* xattrs) must survive
+   * the copy, hence `cp -a` as root; the staging dir is on tmpfs, the snapshot on disk, so no rename.
+   */
+  private async shimClaim(p: P<'ShimClaim'>, c: CallContext): R<'ShimClaim'> {
+    this.assertOwnShim(c);
+    const key = podKey(p.pod);
+    let st: TargetState | null = null;
+    for (const mid of await this.states.list()) {
+      const o = await this.states.load(mid).catch(() => null);
+      if (o?.role === 'target' && o.pod && podKey(o.pod) === key && !o.restored && !o.containerId) st = o;
+    }
+    if (!st) return { migrationId: null, imagesDir: null };
+    const mid = st.migrationId;
+    if (!st.pulled) {
+      const wait = AbortSignal.any([c.signal, AbortSignal.timeout(p.waitMs)]);
+      await new Promise<void>((resolve) => {
+        const wake = (): void => { this.pulledWaiters.get(mid)?.delete(wake); resolve(); };
+        if (!this.pulledWaiters.has(mid)) this.pulledWaiters.set(mid, new Set());
+        this.pulledWaiters.get(mid)!.add(wake);
+        wait.addEventListener('abort', wake, { once: true });
+      });
+      st = await this.target(mid);
+      if (!st.pulled) throw new FerryError('E_DEADLINE', `the state of ${key} (migration ${mid}) has not arrived on ${this.cfg.host} within ${p.waitMs} ms`);
+    }
+    const t0 = performance.now();
+    await run('cp', ['-a', `${st.upperDir}/.`, `${p.upperDir}/`], { signal: c.signal, errorCode: 'E_CRIU_RESTORE' });
+    await this.states.save({ ...st, containerId: p.containerId, upperDir: p.upperDir });
+    this.log.info({ migrationId: mid, pod: key, containerId: p.containerId, copyMs: since(t0) }, 'replacement pod claimed its migrated state');
+    return { migrationId: mid, imagesDir: this.states.imagesDir(mid) };
+  }
+
+  /** Only this host's own shim may claim what is staged here (the shared secret alone says "some Ferry peer"). */
+  private assertOwnShim(c: CallContext): void {
+    if (c.conn.peerName !== this.cfg.host) throw new FerryError('E_FORBIDDEN', `a shim of ${c.conn.peerName} may not claim state on ${this.cfg.host}`);
+  }
+
+  private async shimRestored(p: P<'ShimRestored'>, c: CallContext): R<'ShimRestored'> {
+    this.assertOwnShim(c);
+    const st = await this.states.load(p.migrationId);
+    if (!st || st.role !== 'target' || st.containerId !== p.containerId) {
+      // The migration was aborted while the replacement restored: that copy must not run next to the source.
+      if (!p.error) await this.cri.kill(this.cfg.runc, p.containerId).catch(() => false);
+      throw new FerryError('E_NOT_FOUND', `no staged migration ${p.migrationId} for ${p.containerId.slice(0, 12)} on ${this.cfg.host}`);
+    }
+    if (!p.error) await this.states.save({ ...st, restored: true });
+    this.restoreWaiters.get(p.migrationId)?.(p.error ? { error: p.error } : { pid: p.pid, containerId: p.containerId });
+    return {};
+  }
+
+  /** Destination Restore of a pod: the replacement's shim restores it; this waits for its word. */
+  private async awaitReplacement(mid: string, signal: AbortSignal): R<'Restore'> {
+    const t0 = performance.now();
+    const st = await this.target(mid);
+    if (st.restored) {
+      const pc = await this.cri.describe(st.containerId);
+      if (pc?.running) return { containerId: st.containerId, pid: pc.pid, timings: {} };
+    }
+    const r = await new Promise<{ pid: number; containerId: string } | { error: string }>((resolve, reject) => {
+      const onAbort = (): void => { this.restoreWaiters.delete(mid); reject(new FerryError('E_DEADLINE', `no replacement pod for ${st.pod ? podKey(st.pod) : mid} restored on ${this.cfg.host} in time`)); };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.restoreWaiters.set(mid, (x) => { signal.removeEventListener('abort', onAbort); this.restoreWaiters.delete(mid); resolve(x); });
+    });
+    if ('error' in r) throw new FerryError('E_CRIU_RESTORE', `the replacement pod's restore failed: ${r.error}`);
+    this.metrics.restore.observe(since(t0) / 1000);
+    return { containerId: r.containerId, pid: r.pid, timings: { awaitReplacement: since(t0) } };
+  }
+
+  /** Before the commit point: a replacement that already restored must not run next to the source. */
+  private async abortStaged(st: TargetState): R<'AbortTarget'> {
+    let removed = false;
+    if (st.containerId) removed = await this.cri.kill(this.cfg.runc, st.containerId);
+    this.restoreWaiters.get(st.migrationId)?.({ error: 'migration aborted' });
+    for (const wake of this.pulledWaiters.get(st.migrationId) ?? []) wake();
+    await this.states.remove(st.migrationId);
+    return { removed };
   }
 
   // ---- helpers -----------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ export const AgentConfig = z.object({
   spotProvider: z.enum(['aws', 'gcp', 'azure', 'none']).default('none'),
   spotEndpoint: z.string().url().optional(),
   spotPollMs: z.number().int().min(1).optional(),
+  /** The host's containerd (CRI) dirs (scripts/containerd.sh): state/ and runc/ below it. Default /run/ferry/<host>/cri. */
+  criRoot: z.string().nullable().default(null),
   /** Test-only fault injection, e.g. "restore-fail" or "crash-during-pull:1048576". */
   faults: z.array(z.string()).default([]),
 });
@@ -58,6 +60,7 @@ export function loadAgentConfig(flags: Record<string, unknown>, env: NodeJS.Proc
     criu: flags.criu ?? fromEnv('CRIU'),
     criuConfigFile: flags.criuConfigFile ?? fromEnv('CRIU_CONFIG_FILE'),
     dirtytrack: fromEnv('DIRTYTRACK'),
+    criRoot: fromEnv('CRI_ROOT'),
     faults: (fromEnv('FAULTS') ?? '').split(',').filter(Boolean),
     spotProvider: fromEnv('SPOT_PROVIDER'),
     spotEndpoint: fromEnv('SPOT_ENDPOINT'),

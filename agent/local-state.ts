@@ -3,7 +3,7 @@
 import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { FerryError, migrationId as MigrationIdSchema, ContainerSpec, Manifest } from '../src/protocol/index.js';
+import { FerryError, migrationId as MigrationIdSchema, ContainerSpec, Manifest, PodIdentity } from '../src/protocol/index.js';
 
 export const SourceState = z.object({
   role: z.literal('source'),
@@ -21,6 +21,8 @@ export const SourceState = z.object({
   manifest: Manifest.nullable(),
   /** Pre-copy: the container's CFS quota before auto-converge throttled it, to put back on every path. */
   cpuQuotaUs: z.number().int().nullable().default(null),
+  /** A pod's container (containerd CRI): containerd, not Docker, owns it; its task ends at the dump. */
+  pod: PodIdentity.nullable().default(null),
 });
 export type SourceState = z.infer<typeof SourceState>;
 
@@ -34,6 +36,11 @@ export const TargetState = z.object({
   volumes: z.array(z.string()),
   pulled: z.boolean(),
   restored: z.boolean(),
+  /**
+   * A pod's container: nothing is created here; the state waits (staged) for the replacement pod's
+   * container, whose shim claims it. containerId is empty until then, upperDir the staging dir.
+   */
+  pod: PodIdentity.nullable().default(null),
 });
 export type TargetState = z.infer<typeof TargetState>;
 

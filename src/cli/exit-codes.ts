@@ -15,7 +15,7 @@ export const EXIT = {
   CONFLICT: 4,
   /** The controller or an agent could not be reached; nothing was started. */
   UNAVAILABLE: 5,
-  /** Reserved for post-copy: the workload was lost after the point of no return. */
+  /** The workload was lost after the point of no return (a pod's container whose task had already ended). */
   LOST: 6,
   /** Internal error, or a rollback that did not complete: check `ferry ps`. */
   FAILED: 7,
@@ -41,5 +41,6 @@ export function exitForReport(r: MigrationReport, interrupted: boolean): number 
     case 'succeeded': case 'dry_run': return EXIT.MIGRATED;
     case 'rolled_back': return interrupted ? EXIT.INTERRUPTED : EXIT.ROLLED_BACK;
     case 'failed': return EXIT.FAILED;
+    case 'lost': return EXIT.LOST;
   }
 }

@@ -120,7 +120,23 @@ export class Controller {
       } },
       { method: ControllerApi.ClusterContainers, roles: cli, handler: async (p) => this.containers((p as { all: boolean }).all) },
       { method: ControllerApi.StartMigration, roles: cli, handler: async (p, ctx) => this.migrate(p as ParamsOf<typeof ControllerApi.StartMigration>, ctx.signal, ctx.conn) },
+      { method: ControllerApi.MigratePod, roles: ['shim'], handler: async (p, ctx) => this.migratePod(p as ParamsOf<typeof ControllerApi.MigratePod>, ctx.conn.peerName, ctx.signal) },
     ];
+  }
+
+  /**
+   * A shim holds the Kill of a pod container being deleted: move it, stop-and-copy (a pod's owner is waiting,
+   * and the grace period bounds everything), to the named host or the first connected, uncordoned other one.
+   */
+  private async migratePod(p: ParamsOf<typeof ControllerApi.MigratePod>, caller: string, signal: AbortSignal): Promise<MigrationReport> {
+    // A shim speaks for its own host only: it cannot make another host's containers move.
+    if (caller !== p.host) throw new FerryError('E_FORBIDDEN', `shim of ${caller} may not migrate containers of ${p.host}`);
+    const to = p.to ?? this.registry.names().find((n) => n !== p.host && this.registry.get(n)?.connected && !this.cordoned.has(n));
+    if (!to) throw new FerryError('E_UNAVAILABLE', `no connected, uncordoned host to move ${p.containerId.slice(0, 12)} to`);
+    return this.migrate({
+      container: p.containerId, from: p.host, to, dryRun: false, timeoutMs: p.timeoutMs, mode: 'stop-and-copy', pod: true,
+      ...(p.maxDowntimeMs === null ? {} : { maxDowntimeMs: p.maxDowntimeMs }),
+    }, signal);
   }
 
   private async containers(all: boolean) {
@@ -134,7 +150,7 @@ export class Controller {
   }
 
   /** Runs a migration; progress events go to the connection that asked for it. */
-  async migrate(p: ParamsOf<typeof ControllerApi.StartMigration>, signal: AbortSignal, watcher?: Connection): Promise<MigrationReport> {
+  async migrate(p: ParamsOf<typeof ControllerApi.StartMigration> & { pod?: boolean }, signal: AbortSignal, watcher?: Connection): Promise<MigrationReport> {
     const runner = new MigrationRunner(p, {
       hosts: this.registry,
       journal: this.journal,

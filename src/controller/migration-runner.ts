@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import {
   AgentApi, FerryError, LAZY_FILL_TIMEOUT_MS, asFerryError, toWire,
-  type ContainerSpec, type MigrationMode, type MigrationReport, type ModeChoiceReport, type RequestedMode, type ProgressEvent, type RoundStats, type WireError,
+  type ContainerSpec, type PodIdentity, type MigrationMode, type MigrationReport, type ModeChoiceReport, type RequestedMode, type ProgressEvent, type RoundStats, type WireError,
 } from '../protocol/index.js';
 import { afterRound, startConvergence, DEFAULT_FREEZE_MODEL, type FreezeModel } from '../migration/convergence.js';
 import { transition, type Phase } from '../migration/state.js';
@@ -23,6 +23,11 @@ export interface MigrationRequest {
   maxDowntimeMs?: number | undefined;
   maxRounds?: number | undefined;
   autoConverge?: boolean | undefined;
+  /**
+   * A pod's container whose pod is being deleted (the containerd shim asked): the destination stages the
+   * state for the replacement pod instead of creating a container. Only such requests may move pod containers.
+   */
+  pod?: boolean | undefined;
 }
 
 export interface RunnerDeps {
@@ -45,7 +50,7 @@ export const AUTO_SAMPLE_MS = 500;
 export const newMigrationId = (): string => `m-${Date.now().toString(36)}-${randomBytes(5).toString('hex')}`;
 const ms = (t0: number): number => Math.round((performance.now() - t0) * 10) / 10;
 
-interface Located { host: HostClient; id: string; spec: ContainerSpec; rssBytes: number }
+interface Located { host: HostClient; id: string; name: string; spec: ContainerSpec | null; pod: PodIdentity | null; rssBytes: number }
 
 /** One migration from start to a terminal phase. Never throws once preflight has passed: the report says what happened. */
 export class MigrationRunner {
@@ -62,6 +67,8 @@ export class MigrationRunner {
   private modeChoice: ModeChoiceReport | undefined;
   private readonly rounds: (RoundStats & { receiveMs: number; throttle: number })[] = [];
   private convergence: MigrationReport['convergence'];
+  /** The source said it cannot run the container again (a pod's task that had ended): lost, not rolled back. */
+  private lost = false;
 
   constructor(private readonly req: MigrationRequest, private readonly deps: RunnerDeps) {
     // `auto` is resolved in preflight, once the container's write rate is known.
@@ -101,10 +108,13 @@ export class MigrationRunner {
       await this.step('preparing', 'prepare', async () => {
         // Undo first: a create whose reply is lost must still be removed (AbortTarget is idempotent).
         this.undo.push({ name: 'abort target', fn: async () => { await this.dest.call(AgentApi.AbortTarget, { migrationId: this.id }, { timeoutMs: 60_000 }); } });
-        await this.dest.call(AgentApi.PrepareTarget, { migrationId: this.id, spec: this.located.spec }, { signal: deadline });
+        await this.dest.call(AgentApi.PrepareTarget, { migrationId: this.id, spec: this.located.spec, pod: this.located.pod }, { signal: deadline });
       });
       const token = randomBytes(24).toString('hex');
-      const rollbackSource = { name: 'roll back source', fn: async () => { await this.source.call(AgentApi.RollbackSource, { migrationId: this.id }, { timeoutMs: 120_000 }); } };
+      const rollbackSource = { name: 'roll back source', fn: async () => {
+        const r = await this.source.call(AgentApi.RollbackSource, { migrationId: this.id }, { timeoutMs: 120_000 });
+        this.lost = r.lost;
+      } };
       if (this.mode === 'precopy') {
         // Registered before the call: tracking that started but whose reply was lost is still released.
         this.undo.push(rollbackSource);
@@ -213,7 +223,8 @@ export class MigrationRunner {
       if (!c?.criuUsable) throw new FerryError('E_PRECONDITION', `host ${h.name} has no usable CRIU (${c?.criuVersion ?? 'none'}; need ≥ 4.2)`);
       checks.push(`${h.name}: criu ${c.criuVersion}, kernel ${c.kernel}, docker ${c.dockerVersion}, runc ${c.runcVersion}`);
     }
-    checks.push(`container ${located.spec.name} (${located.id.slice(0, 12)}) rss ${(located.rssBytes / 2 ** 20).toFixed(1)} MiB, network ${located.spec.networkMode}, volumes ${located.spec.volumes.map((v) => v.name).join(',') || 'none'}`);
+    if (located.spec) checks.push(`container ${located.spec.name} (${located.id.slice(0, 12)}) rss ${(located.rssBytes / 2 ** 20).toFixed(1)} MiB, network ${located.spec.networkMode}, volumes ${located.spec.volumes.map((v) => v.name).join(',') || 'none'}`);
+    else checks.push(`pod container ${located.name} (${located.id.slice(0, 12)}) rss ${(located.rssBytes / 2 ** 20).toFixed(1)} MiB: restores into its replacement pod on ${dest.name}`);
     if (this.req.mode === 'auto') checks.push(await this.chooseMode(signal));
     if (this.mode === 'precopy') {
       if (!this.source.caps?.uffd) throw new FerryError('E_PRECONDITION', `host ${this.source.name} has no userfaultfd: pre-copy cannot track writes there (use --mode stop-and-copy)`);
@@ -270,7 +281,10 @@ export class MigrationRunner {
       try {
         const r = await h.call(AgentApi.InspectForMigration, { ref: this.req.container }, { signal });
         if (r.rejectReasons.length) rejects.push(...r.rejectReasons.map((x) => `${name}: ${x}`));
-        else found.push({ host: h, id: r.id, spec: r.spec, rssBytes: r.rssBytes });
+        else if (!!r.pod !== !!this.req.pod) rejects.push(r.pod
+          ? `${name}: ${r.name} belongs to a pod: it moves when its pod is deleted (containerd shim, annotation ferry.dev/migrate), not with ferry migrate`
+          : `${name}: ${r.name} is not a pod's container`);
+        else found.push({ host: h, id: r.id, name: r.name, spec: r.spec, pod: r.pod, rssBytes: r.rssBytes });
       } catch (e) {
         if (asFerryError(e).code !== 'E_NOT_FOUND') throw e;
       }
@@ -314,6 +328,15 @@ export class MigrationRunner {
       }
     }
     this.phases.rollback = ms(tr);
+    if (this.lost) {
+      // Terminal: nothing runs anywhere, and nothing is left to undo; retrying recovery would not bring it back.
+      const lostErr = { code: 'E_LOST' as const, message: `${this.located?.name ?? this.req.container} was lost: its task on ${this.source.name} had ended at the dump and the destination failed (${cause.message})` };
+      this.to('failed', { cause: toWire(cause), lost: true, undoErrors });
+      this.deps.progress({ migrationId: this.id, phase: 'rollback', state: 'failed', message: lostErr.message });
+      const r = this.report('lost', t0, null, lostErr, undoErrors.map((x) => `cleanup pending: ${x}`));
+      this.deps.onFinished?.(r);
+      return r;
+    }
     if (sourceBack) {
       this.to('rolled-back', { cause: toWire(cause), undoErrors });
       this.deps.progress({ migrationId: this.id, phase: 'rollback', state: 'done' });
@@ -371,7 +394,7 @@ export class MigrationRunner {
   private report(result: MigrationReport['result'], t0: number, downtime: number | null, error: WireError | null, checks?: string[]): MigrationReport {
     return {
       migrationId: this.id,
-      container: this.located?.spec.name ?? this.req.container,
+      container: this.located?.name ?? this.req.container,
       source: this.source?.name ?? this.req.from ?? '',
       destination: this.req.to,
       strategy: this.mode,

@@ -18,8 +18,10 @@ export const ERROR_CODES = [
   'E_CRIU_DUMP',
   'E_CRIU_RESTORE',
   'E_DOCKER',
+  'E_CRI', // a CRI call to containerd failed; details.grpcCode says how (e.g. 9 when a shim refuses a Kill)
   'E_CONFIG',
   'E_FAULT_INJECTED', // test-only fault injection fired
+  'E_LOST', // failed after the source could no longer run the workload: it is gone, not rolled back
   'E_INTERNAL',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -4,8 +4,8 @@ import type { WireError } from './errors.js';
 import type { Capabilities } from './version.js';
 
 /** Which process sits on the other end; decides which methods it may call. */
-export type PeerRole = 'controller' | 'agent' | 'cli';
-export const PEER_ROLES: readonly PeerRole[] = ['controller', 'agent', 'cli'];
+export type PeerRole = 'controller' | 'agent' | 'cli' | 'shim';
+export const PEER_ROLES: readonly PeerRole[] = ['controller', 'agent', 'cli', 'shim'];
 
 /** Server → client, first frame on a connection: version and a fresh challenge. */
 export interface HelloFrame { t: 'hello'; v: [number, number]; name: string; nonce: Uint8Array }

@@ -74,6 +74,18 @@ export const ContainerSummary = z.object({
 });
 export type ContainerSummary = z.infer<typeof ContainerSummary>;
 
+// Kubernetes object names (DNS-1123 subdomain / label): they become parts of keys, never of paths.
+const k8sName = z.string().regex(/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/);
+/**
+ * What a replacement pod's container has in common with the one it replaces (a StatefulSet keeps the pod
+ * name; the uid and the container ids change): the key by which a destination recognises migrated state.
+ */
+export const PodIdentity = z.object({ namespace: k8sName, pod: k8sName, container: k8sName });
+export type PodIdentity = z.infer<typeof PodIdentity>;
+export const podKey = (p: PodIdentity): string => `${p.namespace}/${p.pod}/${p.container}`;
+/** containerd (CRI) container ids: 64 hex digits. */
+export const CriContainerId = z.string().regex(/^[0-9a-f]{64}$/);
+
 /** What the source offers for transfer after a checkpoint. */
 export const ManifestEntry = z.discriminatedUnion('kind', [
   /** One CRIU image file, sent verbatim. */
@@ -101,13 +113,22 @@ export const ListContainers = method('container/list', z.object({ all: z.boolean
 export const InspectForMigration = method(
   'container/inspectForMigration',
   z.object({ ref: str }),
-  z.object({ id: z.string(), running: z.boolean(), spec: ContainerSpec, rssBytes: z.number().int().min(0), rejectReasons: z.array(str) }),
+  z.object({
+    id: z.string(), running: z.boolean(),
+    /** Docker containers: how to recreate it. Null for a pod's container, which its owner recreates. */
+    spec: ContainerSpec.nullable(),
+    /** A container of a Kubernetes pod (containerd CRI): the destination restores into its replacement. */
+    pod: PodIdentity.nullable().default(null),
+    name: str,
+    rssBytes: z.number().int().min(0), rejectReasons: z.array(str),
+  }),
 );
 
 /** Destination: create the container (not started) and its volumes, before the source freezes. */
 export const PrepareTarget = method(
   'migration/prepareTarget',
-  z.object({ migrationId, spec: ContainerSpec }),
+  z.object({ migrationId, spec: ContainerSpec.nullable(), pod: PodIdentity.nullable().default(null) }),
+  /** For a pod, containerId is empty: the replacement pod's container does not exist yet. */
   z.object({ containerId: z.string() }),
 );
 
@@ -196,7 +217,11 @@ export const AbortTarget = method('migration/abortTarget', z.object({ migrationI
 export const RollbackSource = method(
   'migration/rollbackSource',
   z.object({ migrationId }),
-  z.object({ restored: z.boolean(), running: z.boolean() }),
+  /**
+   * lost: the source cannot run it again (a pod's container whose task containerd already saw end): the
+   * migration is reported as lost, never as a rollback.
+   */
+  z.object({ restored: z.boolean(), running: z.boolean(), lost: z.boolean().default(false) }),
 );
 
 /** Peer agent → source agent: stream the manifest's entries as chunk frames tagged with this request's id. */
@@ -209,9 +234,28 @@ export const TransferPull = method(
 /** Controller → agent: the drain this host's notice asked for is done; tell the provider (Azure's StartRequests). */
 export const AcknowledgeNotice = method('spot/acknowledge', z.object({ id: z.string().max(256) }), z.object({ acknowledged: z.boolean() }));
 
+// Shim → its own host's agent (role shim): the destination side of a pod migration.
+
+/**
+ * The replacement pod's container is being created: if a migration of this pod container is staged here,
+ * wait (bounded) until its state has arrived, put its rw layer into upperDir and name the images to restore
+ * from; null: nothing staged, start fresh.
+ */
+export const ShimClaim = method(
+  'shim/claim',
+  z.object({ pod: PodIdentity, containerId: CriContainerId, upperDir: str, waitMs: z.number().int().min(0).max(600_000) }),
+  z.object({ migrationId: migrationId.nullable(), imagesDir: str.nullable() }),
+);
+/** The claimed container's Start came back: restored and running with this pid, or why not. */
+export const ShimRestored = method(
+  'shim/restored',
+  z.object({ migrationId, containerId: CriContainerId, pid: z.number().int().min(0), error: str.nullable() }),
+  z.object({}),
+);
+
 export const AgentApi = {
   AgentInfo, ListContainers, InspectForMigration, PrepareTarget, SampleDirtyRate, PrecopyStart, PrecopyRound, Checkpoint, Pull, Restore,
-  CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull, TransferPrecopy, AcknowledgeNotice,
+  CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull, TransferPrecopy, AcknowledgeNotice, ShimClaim, ShimRestored,
 } as const;
 
 // ---------------------------------------------------------------------------------------------------
@@ -265,7 +309,8 @@ export const MigrationReport = z.object({
   source: hostName,
   destination: hostName,
   strategy: MigrationMode,
-  result: z.enum(['succeeded', 'rolled_back', 'failed', 'dry_run']),
+  /** lost: failed after the source could no longer run it (a pod's container whose task had ended). */
+  result: z.enum(['succeeded', 'rolled_back', 'failed', 'lost', 'dry_run']),
   /** Freeze: from the moment the source stopped running to the moment the destination ran. */
   downtimeMs: z.number().nullable(),
   totalMs: z.number(),
@@ -333,7 +378,23 @@ export const Cordon = method('cluster/cordon', z.object({ host: hostName, cordon
 /** Subscribes this connection to cluster events (notices, drains, migrations) until it closes. */
 export const WatchEvents = method('cluster/watch', z.object({}), z.object({}));
 
-export const ControllerApi = { ListHosts, ClusterContainers, StartMigration, Drain, Cordon, WatchEvents } as const;
+/**
+ * Shim → controller: a pod's container is being deleted on `host`; move it to `to` (or a host the controller
+ * picks), where its replacement pod will restore it. Stop-and-copy, bounded by the grace period.
+ */
+export const MigratePod = method(
+  'pod/migrate',
+  z.object({
+    host: hostName,
+    containerId: CriContainerId,
+    to: hostName.nullable(),
+    maxDowntimeMs: z.number().int().min(1).max(3600_000).nullable(),
+    timeoutMs: z.number().int().min(1000).max(24 * 3600_000),
+  }),
+  MigrationReport,
+);
+
+export const ControllerApi = { ListHosts, ClusterContainers, StartMigration, Drain, Cordon, WatchEvents, MigratePod } as const;
 
 // ---------------------------------------------------------------------------------------------------
 // Events.
