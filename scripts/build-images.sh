@@ -6,6 +6,8 @@
 #
 #   ferry/busybox:1  busybox-static, CMD ["sh"]
 #   ferry/redis:7    redis-server/redis-cli 7.0 from bookworm + the libraries ldd finds + busybox, CMD ["redis-server"]
+#   ferry/pause:1    busybox, ENTRYPOINT sh -c 'trap "exit 0" TERM; while :; do sleep 3600 & wait; done': the CRI sandbox
+#                    (pause) image of scripts/containerd.sh, which imports it as docker.io/ferry/pause:1
 #   ferry/memhog:1   busybox + /usr/bin/memhog (static, from images/memhog/memhog.c), CMD memhog --mib 64 --rate 1000 --pattern sequential --port 28090
 #                    (the same binary is also installed as /var/cache/ferry/memhog for runs outside Docker)
 #
@@ -16,7 +18,7 @@ set -euo pipefail
 CACHE=${FERRY_IMAGE_CACHE:-/var/cache/ferry/images}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(dirname "$HERE")
-IMAGES=(busybox redis memhog)
+IMAGES=(busybox redis memhog pause)
 MEMHOG_BIN=$(dirname "$CACHE")/memhog   # the same static binary, for benchmarks that run it outside Docker
 log() { printf 'build-images: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -26,7 +28,7 @@ mkdir -p "$CACHE" /run/lock
 exec 9>/run/lock/ferry-build-images.lock
 flock 9
 
-ref_of() { case $1 in busybox) echo ferry/busybox:1 ;; redis) echo ferry/redis:7 ;; memhog) echo ferry/memhog:1 ;; esac; }
+ref_of() { case $1 in busybox) echo ferry/busybox:1 ;; redis) echo ferry/redis:7 ;; memhog) echo ferry/memhog:1 ;; pause) echo ferry/pause:1 ;; esac; }
 inputs_hash() {
   { cat "${BASH_SOURCE[0]}"; echo "$1"; [ -d "$REPO/images/$1" ] && find "$REPO/images/$1" -type f | LC_ALL=C sort | xargs cat; } \
     | sha256sum | cut -c1-64
@@ -83,14 +85,14 @@ busybox_root() {
 # Writes a `docker save`-format archive with one layer. Fixed mtimes, owners and order make it reproducible:
 # the same inputs give the same layer digest and the same image ID.
 TAR=(tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner)
-write_image() {
-  local name=$1 ref=$2 cmd=$3 root=$4 A="$WORK/archive-$1" diff config id
+write_image() {  # write_image NAME REF CMD-JSON ROOT [ENTRYPOINT-JSON]
+  local name=$1 ref=$2 cmd=$3 root=$4 entry=${5:-} A="$WORK/archive-$1" diff config id
   mkdir -p "$A"
   "${TAR[@]}" -C "$root" -cf "$A/layer.tar" .
   diff=$(sha256sum "$A/layer.tar" | cut -c1-64)
   mkdir "$A/$diff"; mv "$A/layer.tar" "$A/$diff/layer.tar"
-  config=$(printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":%s,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"ferry scripts/build-images.sh %s"}]}' \
-    "$cmd" "$diff" "$name")
+  config=$(printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],%s"Cmd":%s,"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"ferry scripts/build-images.sh %s"}]}' \
+    "${entry:+\"Entrypoint\":$entry,}" "$cmd" "$diff" "$name")
   id=$(printf '%s' "$config" | sha256sum | cut -c1-64)
   printf '%s' "$config" > "$A/$id.json"
   printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]' "$id" "$ref" "$diff" > "$A/manifest.json"
@@ -135,6 +137,13 @@ build_memhog() {
   strip "$R/usr/bin/memhog"
   cp "$R/usr/bin/memhog" "$MEMHOG_BIN.tmp"; mv "$MEMHOG_BIN.tmp" "$MEMHOG_BIN"
   write_image memhog "$(ref_of memhog)" '["memhog","--mib","64","--rate","1000","--pattern","sequential","--port","28090"]' "$R"
+}
+
+# The pod sandbox: PID 1 of every CRI pod, which must exit promptly on SIGTERM (StopPodSandbox) and otherwise
+# do nothing. `sleep & wait` keeps the shell interruptible: a trap runs only between commands.
+build_pause() {
+  busybox_root "$WORK/root-pause"
+  write_image pause "$(ref_of pause)" 'null' "$WORK/root-pause" '["sh","-c","trap \"exit 0\" TERM; while :; do sleep 3600 & wait; done"]'
 }
 
 for n in "${todo[@]}"; do "build_$n"; done

@@ -17,6 +17,7 @@ DATA=/var/lib/ferry/hosts
 LOGS=/var/log/ferry
 CACHE=${FERRY_IMAGE_CACHE:-/var/cache/ferry/images}
 FERRY_BIN=/opt/ferry/bin
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 log() { printf 'hosts: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
@@ -70,6 +71,7 @@ wait_gone() {  # wait_gone SECONDS PID...
 host_down() {
   local n=$1 pid ids r id pids m pass
   check_name "$n"
+  bash "$HERE/containerd.sh" down "$n"   # the host's CRI containerd (if any) lives in our dirs: it goes first
   if pid=$(daemon_pid "$n"); then
     ids=$(timeout 20 docker -H "unix://$(sock_of "$n")" ps -aq 2>/dev/null || true)
     # shellcheck disable=SC2086
@@ -143,7 +145,7 @@ load_images() {
 all_names() {
   local f
   { for f in "$RUN"/*.pid "$RUN"/*.sock; do [ -e "$f" ] && basename "${f%.*}"; done
-    for f in "$RUN"/*/ "$DATA"/*/; do [ -d "$f" ] && basename "$f"; done; } | sort -u
+    for f in "$RUN"/*/ "$DATA"/*/ "$RUN"/*/cri/; do [ -d "$f" ] && basename "${f%/cri/}"; done; } | sort -u
 }
 
 # dockerd takes about 2.4 s to shut down; hosts go down in parallel.

@@ -128,7 +128,19 @@ if [ ! -x "$RUNC_WRAP" ] || [ "$(cat "$RUNC_WRAP")" != "$new" ]; then
 fi
 mkdir -p /var/log/ferry
 
-# ---- 5. fs.pipe-max-size -------------------------------------------------------------------------------------
+# ---- 5. containerd-shim-ferry-v1 on the CRI containerds' PATH (scripts/containerd.sh) -------------------------
+# containerd resolves runtime_type io.containerd.ferry.v1 to the binary containerd-shim-ferry-v1 on its PATH;
+# /opt/ferry/cri-bin holds only that link, to the launcher in the checkout this script runs from.
+CRI_BIN=$FERRY/cri-bin
+SHIM_LINK=$CRI_BIN/containerd-shim-ferry-v1
+shim_target=$(dirname "$HERE")/bin/containerd-shim-ferry-v1
+mkdir -p "$CRI_BIN"
+if [ "$(readlink "$SHIM_LINK" 2>/dev/null)" != "$shim_target" ]; then
+  ln -sfn "$shim_target" "$SHIM_LINK.tmp" && mv -T "$SHIM_LINK.tmp" "$SHIM_LINK"
+  log "linked $SHIM_LINK -> $shim_target"
+fi
+
+# ---- 6. fs.pipe-max-size -------------------------------------------------------------------------------------
 # CRIU's page server tee()s 4 MiB pipes; root has no CAP_SYS_RESOURCE here, so without this lazy migration fails
 # with "page-pipe: tee: Operation not permitted" (PLATFORM.md). Not persistent across reboots: re-run after boot.
 if [ "$(cat /proc/sys/fs/pipe-max-size)" -lt 4194304 ]; then
