@@ -15,6 +15,9 @@ export const SHIM_ERROR_CODES = [
   'E_PROTO_VARINT_OVERFLOW', // a varint longer than 10 bytes or wider than 64 bits
   'E_PROTO_FIELD_NUMBER', // field number 0 or above 2^29-1
   'E_PROTO_VALUE_RANGE', // a value given to the encoder does not fit its protobuf type
+  'E_SHIM_CONFIG', // ferry-shim.json is unreadable, not JSON, or fails validation
+  'E_SHIM_UPSTREAM', // the upstream shim's `start` failed or printed no address
+  'E_SHIM_PROXY_START', // the proxy daemon exited or did not listen within its bound
 ] as const;
 export type ShimErrorCode = (typeof SHIM_ERROR_CODES)[number];
 
@@ -118,5 +121,10 @@ export function grpcCodeFor(e: unknown): GrpcCode {
     case 'E_TTRPC_FRAME_INVALID':
     case 'E_PROTO_VALUE_RANGE':
       return GrpcCode.INTERNAL;
+    case 'E_SHIM_CONFIG':
+      return GrpcCode.INVALID_ARGUMENT;
+    case 'E_SHIM_UPSTREAM':
+    case 'E_SHIM_PROXY_START':
+      return GrpcCode.UNAVAILABLE;
   }
 }

@@ -9,6 +9,11 @@ import { errorResponse, okResponse, responseFrame } from './response.js';
 export type Verdict =
   /** Send the original frame, byte for byte, to the upstream shim. */
   | { readonly action: 'forward' }
+  /**
+   * Send a different request upstream on the same stream (same frame type and flags): `request` is a
+   * whole encoded ttrpc `Request` envelope, e.g. the original one with a rewritten CreateTaskRequest.
+   */
+  | { readonly action: 'rewrite'; readonly request: Uint8Array }
   /** Answer the client with an error status; upstream never sees the call. */
   | { readonly action: 'reject'; readonly code: GrpcCode; readonly message: string }
   /** Answer the client with success and this encoded method response (e.g. an Empty for Kill). */
@@ -239,6 +244,10 @@ export class StreamRouter {
         case 'forward':
           direction = 'upstream';
           bytes = encodeFrame(frame);
+          break;
+        case 'rewrite':
+          direction = 'upstream';
+          bytes = encodeFrame({ ...frame, payload: v.request });
           break;
         case 'reject':
           bytes = responseFrame(streamId, errorResponse(v.code, v.message));

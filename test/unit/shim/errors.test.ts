@@ -4,7 +4,7 @@ import { FrameTooLargeError, GrpcCode, SHIM_ERROR_CODES, ShimError, grpcCodeFor,
 describe('ShimError', () => {
   it('has unique, E_-prefixed codes', () => {
     expect(new Set(SHIM_ERROR_CODES).size).toBe(SHIM_ERROR_CODES.length);
-    for (const c of SHIM_ERROR_CODES) expect(c).toMatch(/^E_(TTRPC|PROTO)_[A-Z_]+$/);
+    for (const c of SHIM_ERROR_CODES) expect(c).toMatch(/^E_(TTRPC|PROTO|SHIM)_[A-Z_]+$/);
   });
 
   it('is recognised by brand, so a second copy of the module still matches', () => {

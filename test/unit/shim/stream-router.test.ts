@@ -50,6 +50,15 @@ describe('StreamRouter', () => {
     expect(h.router.pending).toBe(0);
   });
 
+  it('rewrite sends the new Request envelope upstream on the same stream, type and flags', () => {
+    const fr = { ...kill(3), flags: 1 };
+    const replaced = Request.encode({ service: TASK_SERVICE, method: 'Kill', payload: KillRequest.encode({ id: 'c2', signal: 15 }) });
+    const h = harness(() => ({ action: 'rewrite', request: replaced }));
+    h.router.fromClient(fr);
+    expect(h.up.map((s) => hex(s.wire))).toEqual([hex(encodeFrame({ streamId: 3, type: FrameType.REQUEST, flags: 1, payload: replaced }))]);
+    expect(h.down).toEqual([]);
+  });
+
   it('a Kill held on stream 5 does not delay a State on stream 7', async () => {
     const hold = deferred<Verdict>();
     const h = harness((req) => (methodOf(req) === 'Kill' ? hold.promise : { action: 'forward' }));
