@@ -315,8 +315,9 @@ case "$cmd" in
     for n in "${names[@]}"; do
       check_name "$n"
       if ! daemon_pid "$n" >/dev/null; then
-        # Stale state from a crash (dead pid, mounts, dirs): clean it before starting afresh.
-        if [ -d "$(cri_run "$n")" ] || [ -d "$(cri_root "$n")" ] || [ -n "$(host_mounts "$n")" ]; then host_down "$n"; fi
+        # A containerd that died (crash, kill -9) is started again on its own state, as a real node's would be:
+        # its pods' shims and containers live on, and containerd reconnects to them (<bundle>/address). Only
+        # `down` cleans a host.
         mkdir -p "$(cri_run "$n")"
         write_config "$n" "$(stream_port "$n")"
         started[$n]=$(start_daemon "$n")

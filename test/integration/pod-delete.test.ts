@@ -1,0 +1,214 @@
+// Pod deletion becomes a migration: real containerd + CRI on two hosts (scripts/containerd.sh), Ferry's shim
+// (containerd-shim-ferry-v1) on the `ferry` runtime handler, the test cluster's agents and controller, and a
+// kubelet stand-in per host doing exactly kubelet's CRI calls. The test plays the pod's owner: once the
+// deletion has begun, it creates the replacement pod on the other host, as a ReplicaSet would.
+
+import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CriClient } from '../../src/cri/client.js';
+import { KubeletStandIn } from '../../src/cri/kubelet.js';
+import { criHostPaths } from '../../src/cri/paths.js';
+import type { PodSpec } from '../../src/cri/pod-config.js';
+import { ControllerApi } from '../../src/protocol/index.js';
+import { run } from '../../src/util/exec.js';
+import { packageRoot } from '../../src/cli/local-cluster.js';
+import { RedisConn, cluster, controller, waitFor } from './helpers.js';
+import { TEST_CLUSTER_FILE, TEST_HOSTS } from './cluster.js';
+
+const [A, B] = TEST_HOSTS;
+const script = join(packageRoot(), 'scripts/containerd.sh');
+const containerdSh = (...args: string[]) => run('bash', [script, ...args], { signal: AbortSignal.timeout(180_000) });
+const PORT = 28310;
+
+const redisPod = (name: string, uid: string, annotations: Record<string, string>, port = PORT): PodSpec => ({
+  name, namespace: 'default', uid, runtimeHandler: 'ferry', annotations, terminationGracePeriodSeconds: 30,
+  containers: [{ name: 'redis', image: 'ferry/redis:7', command: ['redis-server'], args: ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'] }],
+});
+
+/** Pids of redis-server processes listening on `port` anywhere on this machine (all hosts share it). */
+function redisListeners(port: number): number[] {
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  const inodes = new Set(readFileSync('/proc/net/tcp', 'utf8').split('\n').map((l) => l.trim().split(/\s+/))
+    .filter((f) => f[1]?.endsWith(hex) && f[3] === '0A').map((f) => f[9]));
+  const out: number[] = [];
+  for (const p of readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      if (readFileSync(`/proc/${p}/comm`, 'utf8').trim() !== 'redis-server') continue;
+      for (const fd of readdirSync(`/proc/${p}/fd`)) {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSafe(`/proc/${p}/fd/${fd}`));
+        if (m && inodes.has(m[1])) { out.push(Number(p)); break; }
+      }
+    } catch { /* gone meanwhile */ }
+  }
+  return out;
+}
+function readlinkSafe(p: string): string {
+  try {
+    return readlinkSync(p);
+  } catch {
+    return '';
+  }
+}
+
+/** Migrations staged on a host's agent for a pod (the agent's own state files). */
+function staged(host: string): { migrationId: string; pulled: boolean }[] {
+  const dir = cluster().hosts.find((h) => h.name === host)!.dataDir;
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((n) => n.startsWith('m-')).flatMap((n) => {
+    try {
+      const s = JSON.parse(readFileSync(join(dir, n, 'state.json'), 'utf8')) as { role: string; pod: unknown; pulled: boolean; migrationId: string };
+      return s.role === 'target' && s.pod ? [{ migrationId: s.migrationId, pulled: s.pulled }] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** A client writing INCR + RPUSH over one connection, checking each reply continues the sequence. */
+class Writer {
+  acked = 0;
+  errors: string[] = [];
+  private stopped = false;
+  private done: Promise<void>;
+  constructor(readonly conn: RedisConn) {
+    this.done = (async () => {
+      while (!this.stopped) {
+        const n = await conn.cmd('INCR', 'counter');
+        if (n !== `:${this.acked + 1}`) this.errors.push(`INCR gave ${n}, expected ${this.acked + 1}`);
+        const l = await conn.cmd('RPUSH', 'log', String(this.acked + 1));
+        if (l !== `:${this.acked + 1}`) this.errors.push(`RPUSH gave ${l}`);
+        this.acked++;
+      }
+    })();
+  }
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.done;
+  }
+}
+
+describe('pod deletion through the containerd shim', () => {
+  const pa = criHostPaths(A);
+  const pb = criHostPaths(B);
+  let criA: CriClient;
+  let criB: CriClient;
+  let kubeA: KubeletStandIn;
+  let kubeB: KubeletStandIn;
+
+  beforeAll(async () => {
+    await containerdSh('down', A, B);
+    await containerdSh('up', A, B, '--cluster', TEST_CLUSTER_FILE);
+    criA = new CriClient(pa.socket);
+    criB = new CriClient(pb.socket);
+    kubeA = new KubeletStandIn(criA, pa);
+    kubeB = new KubeletStandIn(criB, pb);
+  });
+  afterAll(async () => {
+    criA?.close();
+    criB?.close();
+    await containerdSh('down', A, B);
+  });
+
+  it('an opted-in pod deleted on one host continues on the other with every acknowledged write', async () => {
+    const spec = redisPod('redis-0', 'uid-a-1', { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B });
+    const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
+    expect(started.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+    await waitFor(() => redisListeners(PORT).length, (n) => n === 1, 15_000, 'redis listening');
+    const conn = await RedisConn.open(PORT);
+    expect(await conn.cmd('SET', 'hello', 'world')).toBe('+OK');
+
+    // containerd restarts underneath a running pod: it must find our shim again from the bundle's address file.
+    const ctrdPid = Number(readFileSync(join(pa.runDir, 'containerd.pid'), 'utf8'));
+    process.kill(ctrdPid, 'SIGKILL');
+    await waitFor(() => { try { process.kill(ctrdPid, 0); return false; } catch { return true; } }, (x) => x, 10_000, 'containerd gone');
+    await containerdSh('up', A, '--cluster', TEST_CLUSTER_FILE);
+    const after = await criA.containerStatus(started.containers['redis']!);
+    expect(after.status?.state).toBe('CONTAINER_RUNNING');
+
+    const writer = new Writer(conn);
+    await waitFor(() => writer.acked, (n) => n >= 200, 10_000, 'writes before the deletion');
+    const deletion = kubeA.deletePod(started.podId, 30, AbortSignal.timeout(120_000));
+    // The owner creates the replacement once the old pod is going; the state is staged for it by then.
+    await waitFor(() => staged(B), (s) => s.length === 1, 30_000, 'state staged on the destination');
+    const replacement = kubeB.runPod({ ...spec, uid: 'uid-b-1' }, AbortSignal.timeout(120_000));
+    const [del, rep] = await Promise.all([deletion, replacement]);
+    expect(del.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+    expect(rep.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+
+    // The workload continues: the same TCP connection, the counter exact, the pre-deletion key there.
+    const at = writer.acked;
+    await waitFor(() => writer.acked, (n) => n >= at + 200, 20_000, 'writes after the migration');
+    await writer.stop();
+    expect(writer.errors).toEqual([]);
+    expect(conn.closedWith).toBeNull();
+    expect(await conn.cmd('LLEN', 'log')).toBe(`:${writer.acked}`);
+    expect(await conn.cmd('EXISTS', 'hello')).toBe(':1');
+    conn.close();
+
+    // Exactly one copy runs, on the destination; the source host has nothing left of the pod.
+    expect(redisListeners(PORT)).toHaveLength(1);
+    expect(await criA.listContainers()).toEqual([]);
+    expect(await criA.listPodSandbox()).toEqual([]);
+    const rs = await criB.containerStatus(rep.containers['redis']!);
+    expect(rs.status?.state).toBe('CONTAINER_RUNNING');
+    await waitFor(() => staged(B), (s) => s.length === 0, 30_000, 'destination state released');
+
+    // The replacement names its own host as destination: refused in preflight, before anything is touched,
+    // and under the default policy the deletion then proceeds as it would without Ferry.
+    const del2 = await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000));
+    expect(del2.ok).toBe(true);
+    expect(redisListeners(PORT)).toHaveLength(0);
+  });
+
+  it('a pod without the annotation is killed normally', async () => {
+    const started = await kubeA.runPod(redisPod('plain-0', 'uid-p-1', {}), AbortSignal.timeout(60_000));
+    expect(started.ok).toBe(true);
+    await waitFor(() => redisListeners(PORT).length, (n) => n === 1, 15_000, 'redis listening');
+    const del = await kubeA.deletePod(started.podId, 30, AbortSignal.timeout(60_000));
+    expect(del.ok).toBe(true);
+    expect(redisListeners(PORT)).toHaveLength(0);
+    expect(staged(B)).toEqual([]);
+  });
+
+  it('on-failure: refuse keeps the container running and refuses the deletion; a retry after the cause is gone migrates', async () => {
+    const spec = redisPod('keep-0', 'uid-k-1', { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B, 'ferry.dev/on-failure': 'refuse' });
+    const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
+    expect(started.ok).toBe(true);
+    await waitFor(() => redisListeners(PORT).length, (n) => n === 1, 15_000, 'redis listening');
+    const conn = await RedisConn.open(PORT);
+    expect(await conn.cmd('SET', 'kept', 'yes')).toBe('+OK');
+    const ctl = await controller();
+    try {
+      // The destination is cordoned: the migration is refused before anything is touched.
+      await ctl.request(ControllerApi.Cordon, { host: B, cordoned: true });
+      const del = await kubeA.deletePod(started.podId, 30, AbortSignal.timeout(60_000));
+      const stop = del.steps.find((s) => s.step === 'StopContainer');
+      expect(stop?.error?.details).toMatchObject({ grpcCode: 9 });
+      expect(stop?.error?.message).toMatch(/refused/);
+      expect(await conn.cmd('GET', 'kept').catch(() => 'gone')).not.toBe('gone');
+      expect(conn.closedWith).toBeNull();
+      expect(redisListeners(PORT)).toHaveLength(1);
+
+      // kubelet retries; now there is somewhere to go. containerd sends a container's stop signal only once,
+      // so the retry waits out its grace period and comes as SIGKILL, which the shim holds for a new attempt.
+      await ctl.request(ControllerApi.Cordon, { host: B, cordoned: false });
+      const retry = kubeA.deletePod(started.podId, 3, AbortSignal.timeout(120_000));
+      await waitFor(() => staged(B), (s) => s.length === 1, 30_000, 'state staged on the destination');
+      const rep = await kubeB.runPod({ ...spec, uid: 'uid-k-2' }, AbortSignal.timeout(120_000));
+      expect((await retry).ok).toBe(true);
+      expect(rep.ok).toBe(true);
+      expect(await conn.cmd('EXISTS', 'kept')).toBe(':1');
+      conn.close();
+      expect(redisListeners(PORT)).toHaveLength(1);
+      // The replacement names its own host as destination and refuses: its deletion is refused too (afterAll's
+      // containerd.sh down removes it).
+      expect((await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000))).ok).toBe(false);
+      expect(redisListeners(PORT)).toHaveLength(1);
+    } finally {
+      await ctl.request(ControllerApi.Cordon, { host: B, cordoned: false }).catch(() => undefined);
+      ctl.close();
+    }
+  });
+});
