@@ -829,6 +829,9 @@ export class Agent {
   private async rollbackPod(st: SourceState): R<'RollbackSource'> {
     const pc = await this.cri.describe(st.containerId);
     const running = !!pc?.running;
+    // The dump locked the task's connections (nftables); only a restore would have unlocked them, and none
+    // will come: a lock left behind would black-hole those addresses' traffic on this host for good.
+    if (st.dumped) await dropNetworkLock(this.states.imagesDir(st.migrationId));
     await this.states.remove(st.migrationId);
     return { restored: false, running, lost: st.dumped && !running };
   }

@@ -10,10 +10,10 @@ import { CriClient } from '../../src/cri/client.js';
 import { KubeletStandIn } from '../../src/cri/kubelet.js';
 import { criHostPaths } from '../../src/cri/paths.js';
 import type { PodSpec } from '../../src/cri/pod-config.js';
-import { ControllerApi } from '../../src/protocol/index.js';
+import { ClusterEvent, ControllerApi, type MigrationReport } from '../../src/protocol/index.js';
 import { run } from '../../src/util/exec.js';
 import { packageRoot } from '../../src/cli/local-cluster.js';
-import { RedisConn, cluster, controller, waitFor } from './helpers.js';
+import { RedisConn, cluster, controller, expectNoResidue, waitFor } from './helpers.js';
 import { TEST_CLUSTER_FILE, TEST_HOSTS } from './cluster.js';
 
 const [A, B] = TEST_HOSTS;
@@ -160,6 +160,34 @@ describe('pod deletion through the containerd shim', () => {
     const del2 = await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000));
     expect(del2.ok).toBe(true);
     expect(redisListeners(PORT)).toHaveLength(0);
+    await expectNoResidue();
+  });
+
+  it('a replacement that never comes: the pod is reported lost, the deletion proceeds, nothing is left', async () => {
+    const ctl = await controller();
+    const reports: MigrationReport[] = [];
+    ctl.on('event', (m, p) => {
+      const e = ClusterEvent.payload.safeParse(p);
+      if (m === ClusterEvent.name && e.success && e.data.type === 'migration') reports.push((e.data.data as { report: MigrationReport }).report);
+    });
+    try {
+      await ctl.request(ControllerApi.WatchEvents, {});
+      // A 5 s grace period leaves the migration 3 s: enough to dump and stage, not to wait for an owner that never acts.
+      const spec = { ...redisPod('orphan-0', 'uid-o-1', { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B }), terminationGracePeriodSeconds: 5 };
+      const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
+      expect(started.ok).toBe(true);
+      await waitFor(() => redisListeners(PORT).length, (n) => n === 1, 15_000, 'redis listening');
+      const del = await kubeA.deletePod(started.podId, 5, AbortSignal.timeout(60_000));
+      expect(del.ok).toBe(true);
+      const r = await waitFor(() => reports.find((x) => x.container === 'default/orphan-0/redis'), (x) => x !== undefined, 30_000, 'the migration report');
+      expect(r?.result).toBe('lost');
+      expect(r?.error?.code).toBe('E_LOST');
+      expect(redisListeners(PORT)).toHaveLength(0);
+      expect(staged(B)).toEqual([]);
+      await expectNoResidue();
+    } finally {
+      ctl.close();
+    }
   });
 
   it('a pod without the annotation is killed normally', async () => {
