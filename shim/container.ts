@@ -16,6 +16,7 @@ export const Annotation = {
   TO: 'ferry.dev/to',
   MAX_DOWNTIME: 'ferry.dev/max-downtime',
   ON_FAILURE: 'ferry.dev/on-failure',
+  RELEASE: 'ferry.dev/release',
   GRACE_PERIOD: 'io.kubernetes.pod.terminationGracePeriod',
 } as const;
 
@@ -41,6 +42,8 @@ export interface ShimContainer {
   readonly maxDowntimeMs: number | null;
   /** `ferry.dev/on-failure`: what a failed migration does with the deletion (default proceed). */
   readonly onFailure: 'proceed' | 'refuse';
+  /** `ferry.dev/release`: let the deletion go on once the container runs on the destination (default), or once its state is staged there (StatefulSets). */
+  readonly release: 'running' | 'staged';
   /** `io.kubernetes.pod.terminationGracePeriod` in seconds. */
   readonly terminationGracePeriodS: number | null;
   /** The overlay rootfs's `upperdir=` (the container's rw layer), from the Create request's mounts. */
@@ -108,6 +111,10 @@ export function parseShimContainer(req: Pick<CreateTaskRequestValue, 'id' | 'bun
   const onFailure = failureRaw === 'refuse' ? 'refuse' : 'proceed';
   if (failureRaw !== null && failureRaw !== 'refuse' && failureRaw !== 'proceed') invalid.push(Annotation.ON_FAILURE);
 
+  const releaseRaw = str(Annotation.RELEASE);
+  const release = releaseRaw === 'staged' ? 'staged' : 'running';
+  if (releaseRaw !== null && releaseRaw !== 'staged' && releaseRaw !== 'running') invalid.push(Annotation.RELEASE);
+
   const graceRaw = str(Annotation.GRACE_PERIOD);
   let terminationGracePeriodS: number | null = null;
   if (graceRaw !== null) {
@@ -128,6 +135,7 @@ export function parseShimContainer(req: Pick<CreateTaskRequestValue, 'id' | 'bun
     to: str(Annotation.TO),
     maxDowntimeMs,
     onFailure,
+    release,
     terminationGracePeriodS,
     upperDir: upperDirOf(req.rootfs),
     annotations: a,

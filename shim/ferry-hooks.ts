@@ -29,7 +29,7 @@ export const migrationBudgetMs = (c: ShimContainer): number =>
 
 /** Pure: what a finished (or failed) migration means for the held Kill, under the pod's failure policy. */
 export function killAfter(c: ShimContainer, outcome: { result: MigrationReport['result'] } | { error: string }): { action: 'forward' } | { action: 'refuse'; message: string } {
-  if ('result' in outcome && outcome.result === 'succeeded') return { action: 'forward' };
+  if ('result' in outcome && (outcome.result === 'succeeded' || outcome.result === 'staged')) return { action: 'forward' };
   // Lost or uncertain: the source task is gone or may be; refusing would only make kubelet retry a dead container.
   if ('result' in outcome && (outcome.result === 'lost' || outcome.result === 'failed')) return { action: 'forward' };
   if (c.onFailure === 'proceed') return { action: 'forward' };
@@ -70,7 +70,7 @@ export function createHooks(config: ShimConfig, log: Logger): ShimHooks {
       try {
         const conn = await connect(clusterOf().controller.url, 'controller', signal);
         const r = await conn.request(ControllerApi.MigratePod, {
-          host: config.host, containerId: c.id, to: c.to, maxDowntimeMs: c.maxDowntimeMs, timeoutMs: budget,
+          host: config.host, containerId: c.id, to: c.to, maxDowntimeMs: c.maxDowntimeMs, timeoutMs: budget, release: c.release,
         }, { signal, timeoutMs: budget + GRACE_MARGIN_MS / 2 });
         log.info({ container: c.id, result: r.result, destination: r.destination, downtimeMs: r.downtimeMs, error: r.error }, 'pod migration finished');
         return killAfter(c, { result: r.result });

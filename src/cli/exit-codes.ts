@@ -42,5 +42,6 @@ export function exitForReport(r: MigrationReport, interrupted: boolean): number 
     case 'rolled_back': return interrupted ? EXIT.INTERRUPTED : EXIT.ROLLED_BACK;
     case 'failed': return EXIT.FAILED;
     case 'lost': return EXIT.LOST;
+    case 'staged': return EXIT.MIGRATED;
   }
 }

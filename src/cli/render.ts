@@ -26,6 +26,7 @@ export function reportText(r: MigrationReport): string {
     succeeded: `migrated ${r.container}: ${r.source} → ${r.destination}`,
     rolled_back: `rolled back: ${r.container} is still running on ${r.source}`,
     failed: `FAILED: ${r.container} (${r.source} → ${r.destination}); state uncertain, check \`ferry ps\``,
+    staged: `staged: ${r.container}'s state waits on ${r.destination} for its replacement pod`,
     lost: `LOST: ${r.container} (${r.source} → ${r.destination}) runs nowhere: the source had already let it go`,
     dry_run: `dry run: ${r.container} can move ${r.source} → ${r.destination}`,
   }[r.result];

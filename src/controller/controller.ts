@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import { WebSocketServer } from 'ws';
 import client from 'prom-client';
 import {
-  AgentApi, ClusterEvent, ControllerApi, FerryError, HostNotice, Progress, asFerryError,
+  AgentApi, ClusterEvent, ControllerApi, FerryError, HostNotice, Progress, REPLACEMENT_WAIT_MS, asFerryError,
   type ClusterEventPayload, type HostNoticeEvent, type MigrationReport, type ParamsOf, type PeerRole, type ProgressEvent,
 } from '../protocol/index.js';
 import type { Connection, HandlerEntry } from '../rpc/connection.js';
@@ -14,7 +14,7 @@ import type { ClusterConfig } from '../cluster.js';
 import { AgentRegistry } from './agent-registry.js';
 import { observedLinkRate } from '../migration/mode-choice.js';
 import { FileJournal, type JournalRecord, type JournalStore } from './journal.js';
-import { MigrationRunner } from './migration-runner.js';
+import { MigrationRunner, type RunnerDeps } from './migration-runner.js';
 import { recoverMigration } from './recovery.js';
 import { Drainer } from './drain.js';
 import { join } from 'node:path';
@@ -133,10 +133,18 @@ export class Controller {
     if (caller !== p.host) throw new FerryError('E_FORBIDDEN', `shim of ${caller} may not migrate containers of ${p.host}`);
     const to = p.to ?? this.registry.names().find((n) => n !== p.host && this.registry.get(n)?.connected && !this.cordoned.has(n));
     if (!to) throw new FerryError('E_UNAVAILABLE', `no connected, uncordoned host to move ${p.containerId.slice(0, 12)} to`);
-    return this.migrate({
-      container: p.containerId, from: p.host, to, dryRun: false, timeoutMs: p.timeoutMs, mode: 'stop-and-copy', pod: true,
+    const req = {
+      container: p.containerId, from: p.host, to, dryRun: false, timeoutMs: p.timeoutMs, mode: 'stop-and-copy' as const, pod: true,
       ...(p.maxDowntimeMs === null ? {} : { maxDowntimeMs: p.maxDowntimeMs }),
-    }, signal);
+    };
+    if (p.release === 'running') return this.migrate(req, signal);
+    // Released once staged: the shim's connection goes away with the old pod, long before the replacement
+    // comes, so the migration must not hang on it. The final report goes out as a cluster event.
+    let staged!: (r: MigrationReport) => void;
+    const early = new Promise<MigrationReport>((resolve) => { staged = resolve; });
+    const done = this.migrate({ ...req, replacementWaitMs: REPLACEMENT_WAIT_MS }, new AbortController().signal, undefined, { onStaged: (r) => staged(r) });
+    done.catch((e: unknown) => this.log.error({ container: p.containerId, err: asFerryError(e).message }, 'staged pod migration failed'));
+    return Promise.race([done, early]);
   }
 
   private async containers(all: boolean) {
@@ -150,8 +158,12 @@ export class Controller {
   }
 
   /** Runs a migration; progress events go to the connection that asked for it. */
-  async migrate(p: ParamsOf<typeof ControllerApi.StartMigration> & { pod?: boolean }, signal: AbortSignal, watcher?: Connection): Promise<MigrationReport> {
+  async migrate(
+    p: ParamsOf<typeof ControllerApi.StartMigration> & { pod?: boolean; replacementWaitMs?: number },
+    signal: AbortSignal, watcher?: Connection, extra: Pick<RunnerDeps, 'onStaged'> = {},
+  ): Promise<MigrationReport> {
     const runner = new MigrationRunner(p, {
+      ...extra,
       hosts: this.registry,
       journal: this.journal,
       log: this.log,

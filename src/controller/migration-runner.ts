@@ -28,6 +28,11 @@ export interface MigrationRequest {
    * state for the replacement pod instead of creating a container. Only such requests may move pod containers.
    */
   pod?: boolean | undefined;
+  /**
+   * Pods released once staged: the restore (waiting for the replacement pod) gets this long of its own,
+   * beyond timeoutMs, which then bounds only the steps up to the staged state.
+   */
+  replacementWaitMs?: number | undefined;
 }
 
 export interface RunnerDeps {
@@ -40,6 +45,8 @@ export interface RunnerDeps {
   /** Hosts no migration may land on. */
   cordoned?: ReadonlySet<string>;
   onFinished?(r: MigrationReport): void;
+  /** The state has arrived on the destination and the restore is about to be awaited (pods only wait there). */
+  onStaged?(r: MigrationReport): void;
   /** Page throughput seen between two hosts in earlier migrations, bytes/s (for `--mode auto`). */
   linkRate?(from: string, to: string): number | undefined;
 }
@@ -94,14 +101,14 @@ export class MigrationRunner {
         return this.report('dry_run', t0, null, null, checks);
       }
       releaseId = this.deps.claim(`id:${this.located.id}`, this.id);
-      return await this.execute(t0, deadline, checks);
+      return await this.execute(t0, deadline, checks, signal);
     } finally {
       releaseId();
       releaseRef();
     }
   }
 
-  private async execute(t0: number, deadline: AbortSignal, checks: string[]): Promise<MigrationReport> {
+  private async execute(t0: number, deadline: AbortSignal, checks: string[], outer: AbortSignal): Promise<MigrationReport> {
     let freezeStart = 0;
     let downtime: number | null = null;
     try {
@@ -139,7 +146,9 @@ export class MigrationRunner {
         this.agentTimings('transfer', r.timings);
       });
       await this.step('restoring', 'restore', async () => {
-        const r = await this.dest.call(AgentApi.Restore, { migrationId: this.id }, { signal: deadline });
+        this.deps.onStaged?.(this.report('staged', t0, null, null));
+        const wait = this.req.replacementWaitMs ? AbortSignal.any([outer, AbortSignal.timeout(this.req.replacementWaitMs)]) : deadline;
+        const r = await this.dest.call(AgentApi.Restore, { migrationId: this.id }, { signal: wait });
         downtime = ms(freezeStart);
         this.agentTimings('restore', r.timings);
       });

@@ -309,8 +309,12 @@ export const MigrationReport = z.object({
   source: hostName,
   destination: hostName,
   strategy: MigrationMode,
-  /** lost: failed after the source could no longer run it (a pod's container whose task had ended). */
-  result: z.enum(['succeeded', 'rolled_back', 'failed', 'lost', 'dry_run']),
+  /**
+   * lost: failed after the source could no longer run it (a pod's container whose task had ended).
+   * staged: only from MigratePod with release "staged": the state is on the destination, waiting for the
+   * replacement pod; the migration goes on and its final report follows as a cluster event.
+   */
+  result: z.enum(['succeeded', 'rolled_back', 'failed', 'lost', 'staged', 'dry_run']),
   /** Freeze: from the moment the source stopped running to the moment the destination ran. */
   downtimeMs: z.number().nullable(),
   totalMs: z.number(),
@@ -390,9 +394,18 @@ export const MigratePod = method(
     to: hostName.nullable(),
     maxDowntimeMs: z.number().int().min(1).max(3600_000).nullable(),
     timeoutMs: z.number().int().min(1000).max(24 * 3600_000),
+    /**
+     * When the deletion may go on: once the container runs on the destination (an owner that creates the
+     * replacement while the old pod terminates), or once its state is staged there (a StatefulSet, which
+     * creates the same-named replacement only after the old pod is gone). timeoutMs bounds the migration up
+     * to that point; a staged state then waits REPLACEMENT_WAIT_MS for its replacement.
+     */
+    release: z.enum(['running', 'staged']).default('running'),
   }),
   MigrationReport,
 );
+/** How long a staged pod state waits for its replacement pod (release "staged") before it counts as lost. */
+export const REPLACEMENT_WAIT_MS = 10 * 60_000;
 
 export const ControllerApi = { ListHosts, ClusterContainers, StartMigration, Drain, Cordon, WatchEvents, MigratePod } as const;
 

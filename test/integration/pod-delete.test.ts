@@ -163,6 +163,57 @@ describe('pod deletion through the containerd shim', () => {
     await expectNoResidue();
   });
 
+  it('StatefulSet order (ferry.dev/release: staged): the deletion completes first, the same-named replacement restores later', async () => {
+    const ctl = await controller();
+    const reports: MigrationReport[] = [];
+    ctl.on('event', (m, p) => {
+      const e = ClusterEvent.payload.safeParse(p);
+      if (m === ClusterEvent.name && e.success && e.data.type === 'migration') reports.push((e.data.data as { report: MigrationReport }).report);
+    });
+    try {
+      await ctl.request(ControllerApi.WatchEvents, {});
+      const spec = redisPod('db-0', 'uid-s-1', { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B, 'ferry.dev/release': 'staged' });
+      const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
+      expect(started.ok).toBe(true);
+      await waitFor(() => redisListeners(PORT).length, (n) => n === 1, 15_000, 'redis listening');
+      const conn = await RedisConn.open(PORT);
+      expect(await conn.cmd('SET', 'hello', 'statefulset')).toBe('+OK');
+      const writer = new Writer(conn);
+      await waitFor(() => writer.acked, (n) => n >= 200, 10_000, 'writes before the deletion');
+
+      // kubelet finishes the deletion on its own: the old pod is gone before any replacement exists.
+      const del = await kubeA.deletePod(started.podId, 30, AbortSignal.timeout(60_000));
+      expect(del.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+      expect(await criA.listContainers()).toEqual([]);
+      expect(await criA.listPodSandbox()).toEqual([]);
+      expect(staged(B)).toEqual([expect.objectContaining({ pulled: true })]);
+      expect(redisListeners(PORT)).toHaveLength(0);
+      expect(reports.filter((r) => r.container === 'default/db-0/redis')).toEqual([]);
+
+      // Only now does the StatefulSet create db-0 again (the scheduler put it on B); its shim restores it.
+      const rep = await kubeB.runPod({ ...spec, uid: 'uid-s-2' }, AbortSignal.timeout(120_000));
+      expect(rep.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+      const r = await waitFor(() => reports.find((x) => x.container === 'default/db-0/redis'), (x) => x !== undefined, 30_000, 'the final report');
+      expect(r?.result).toBe('succeeded');
+
+      // The client's writes were only ever delayed: same connection, nothing lost or repeated.
+      const at = writer.acked;
+      await waitFor(() => writer.acked, (n) => n >= at + 200, 30_000, 'writes after the replacement restored');
+      await writer.stop();
+      expect(writer.errors).toEqual([]);
+      expect(conn.closedWith).toBeNull();
+      expect(await conn.cmd('LLEN', 'log')).toBe(`:${writer.acked}`);
+      expect(await conn.cmd('EXISTS', 'hello')).toBe(':1');
+      conn.close();
+      expect(redisListeners(PORT)).toHaveLength(1);
+      await waitFor(() => staged(B), (s) => s.length === 0, 30_000, 'destination state released');
+      expect((await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000))).ok).toBe(true);
+      await expectNoResidue();
+    } finally {
+      ctl.close();
+    }
+  });
+
   it('a replacement that never comes: the pod is reported lost, the deletion proceeds, nothing is left', async () => {
     const ctl = await controller();
     const reports: MigrationReport[] = [];

@@ -24,6 +24,7 @@ const criApp = {
   'ferry.dev/to': 'host-b',
   'ferry.dev/max-downtime': '100ms',
   'ferry.dev/on-failure': 'refuse',
+  'ferry.dev/release': 'staged',
   'io.kubernetes.pod.terminationGracePeriod': '45',
 };
 
@@ -42,6 +43,7 @@ describe('parseShimContainer', () => {
       to: 'host-b',
       maxDowntimeMs: 100,
       onFailure: 'refuse',
+      release: 'staged',
       terminationGracePeriodS: 45,
       upperDir: '/var/lib/containerd/snapshots/12/fs',
       annotations: criApp,
@@ -71,6 +73,7 @@ describe('parseShimContainer', () => {
       'ferry.dev/migrate': 'yes',
       'ferry.dev/max-downtime': 'fast',
       'ferry.dev/on-failure': 'explode',
+      'ferry.dev/release': 'later',
       'io.kubernetes.pod.terminationGracePeriod': '-1',
       'not.a.string': 3,
     };
@@ -80,9 +83,10 @@ describe('parseShimContainer', () => {
       'ferry.dev/migrate',
       'ferry.dev/max-downtime',
       'ferry.dev/on-failure',
+      'ferry.dev/release',
       'io.kubernetes.pod.terminationGracePeriod',
     ]);
-    expect(c).toMatchObject({ kind: null, migrate: false, maxDowntimeMs: null, onFailure: 'proceed', terminationGracePeriodS: null });
+    expect(c).toMatchObject({ kind: null, migrate: false, maxDowntimeMs: null, onFailure: 'proceed', release: 'running', terminationGracePeriodS: null });
     expect(c.annotations).not.toHaveProperty('not.a.string');
   });
 
