@@ -241,8 +241,11 @@ start_daemon() {
   cr=$(cri_run "$n"); cd=$(cri_root "$n")
   mkdir -p "$cr/state" "$cr/runc" "$cr/cni/bin" "$cr/cni/conf" "$cd/root" "$cd/opt" "$cd/tmp" "$LOGS"
   # TMPDIR: containerd unpacks restored checkpoints into $TMPDIR. FERRY_HOST names the host for the shim and
-  # ferry-runc. fd 9 (our lock) must not stay open in the daemon.
-  env -i PATH="$CRI_BIN:$FERRY_BIN:/usr/sbin:/usr/bin:/sbin:/bin" TMPDIR="$cd/tmp" FERRY_HOST="$n" HOME=/root \
+  # ferry-runc. fd 9 (our lock) must not stay open in the daemon. Ferry's shim is `#!/usr/bin/env node`:
+  # containerd's PATH must find the node that runs Ferry, wherever it is installed.
+  local node_dir
+  node_dir=$(dirname "$(command -v node)")
+  env -i PATH="$CRI_BIN:$FERRY_BIN:$node_dir:/usr/sbin:/usr/bin:/sbin:/bin" TMPDIR="$cd/tmp" FERRY_HOST="$n" HOME=/root \
     setsid containerd --config "$cr/config.toml" \
       </dev/null >>"$LOGS/containerd-$n.log" 2>&1 9>&- &
   echo $! > "$cr/containerd.pid"

@@ -72,7 +72,11 @@ export function createHooks(config: ShimConfig, log: Logger): ShimHooks {
         const r = await conn.request(ControllerApi.MigratePod, {
           host: config.host, containerId: c.id, to: c.to, maxDowntimeMs: c.maxDowntimeMs, timeoutMs: budget, release: c.release,
         }, { signal, timeoutMs: budget + GRACE_MARGIN_MS / 2 });
-        log.info({ container: c.id, result: r.result, destination: r.destination, downtimeMs: r.downtimeMs, error: r.error }, 'pod migration finished');
+        // The grace period is what kubelet granted the deletion: say how much of it the migration used.
+        log.info({
+          container: c.id, result: r.result, destination: r.destination, downtimeMs: r.downtimeMs, totalMs: r.totalMs,
+          gracePeriodS: c.terminationGracePeriodS ?? DEFAULT_GRACE_PERIOD_S, budgetMs: budget, error: r.error,
+        }, 'pod migration finished');
         return killAfter(c, { result: r.result });
       } catch (e) {
         const msg = isFerryError(e) ? `${e.code}: ${e.message}` : (e as Error).message;
