@@ -90,7 +90,7 @@ export class Agent {
       ({ method: AgentApi[k], handler: fn as (p: unknown, ctx: CallContext) => Promise<unknown>, roles });
     return [
       h('AgentInfo', async () => ({ host: this.cfg.host, caps: this.caps }), ['controller', 'cli']),
-      h('ListContainers', async (p) => this.docker.list(p.all, this.cfg.host), ['controller', 'cli']),
+      h('ListContainers', async (p) => [...await this.docker.list(p.all, this.cfg.host), ...await this.cri.list(p.all, this.cfg.host)], ['controller', 'cli']),
       h('InspectForMigration', (p, c) => this.inspectForMigration(p, c)),
       h('PrepareTarget', (p, c) => this.prepareTarget(p, c)),
       h('SampleDirtyRate', (p, c) => this.sampleDirtyRate(p, c)),

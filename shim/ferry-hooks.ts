@@ -75,7 +75,7 @@ export function createHooks(config: ShimConfig, log: Logger): ShimHooks {
         // The grace period is what kubelet granted the deletion: say how much of it the migration used.
         log.info({
           container: c.id, result: r.result, destination: r.destination, downtimeMs: r.downtimeMs, totalMs: r.totalMs,
-          gracePeriodS: c.terminationGracePeriodS ?? DEFAULT_GRACE_PERIOD_S, budgetMs: budget, error: r.error,
+          gracePeriodS: c.terminationGracePeriodS ?? DEFAULT_GRACE_PERIOD_S, budgetMs: budget, phases: r.phases, error: r.error,
         }, 'pod migration finished');
         return killAfter(c, { result: r.result });
       } catch (e) {

@@ -5,7 +5,7 @@
 
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FerryError, PodIdentity, CriContainerId } from '../../src/protocol/index.js';
+import { FerryError, PodIdentity, CriContainerId, podKey, type ContainerSummary } from '../../src/protocol/index.js';
 import { processAlive } from '../../src/util/process.js';
 import { run } from '../../src/util/exec.js';
 
@@ -27,6 +27,8 @@ export interface CriContainer {
   running: boolean;
   pod: PodIdentity;
   optedIn: boolean;
+  /** The image as the pod spec named it (CRI's image-name annotation), '' if containerd did not say. */
+  image: string;
   upperDir: string | null;
   rssBytes: number;
   /** Why this container cannot be migrated; empty when it can. */
@@ -115,8 +117,23 @@ export class CriRuntime {
     }
     return {
       id, bundle, pid, running, pod, optedIn: spec.annotations?.[MIGRATE_ANNOTATION] === 'true', upperDir,
+      image: spec.annotations?.['io.kubernetes.cri.image-name'] ?? '',
       rssBytes: running ? await rssOf(pid) : 0, rejectReasons: reasons,
     };
+  }
+
+  /** Pod containers for `ferry ps`: named namespace/pod/container; no labels, so a drain never picks them (their pod's deletion moves them). */
+  async list(all: boolean, host: string): Promise<ContainerSummary[]> {
+    const out: ContainerSummary[] = [];
+    for (const id of await this.ids()) {
+      const c = await this.describe(id).catch(() => null);
+      if (!c || (!all && !c.running)) continue;
+      out.push({
+        host, id, name: podKey(c.pod), image: c.image, state: c.running ? 'running' : 'exited',
+        status: `pod container (containerd)${c.optedIn ? ', ferry.dev/migrate' : ''}`, labels: {},
+      });
+    }
+    return out;
   }
 
   /** SIGKILL for a restored copy that must not run (abort before the commit point). */

@@ -153,6 +153,14 @@ describe('pod deletion through the containerd shim', () => {
     expect(await criA.listPodSandbox()).toEqual([]);
     const rs = await criB.containerStatus(rep.containers['redis']!);
     expect(rs.status?.state).toBe('CONTAINER_RUNNING');
+    // `ferry ps` sees the pod container where it now runs, and only there.
+    const ctl = await controller();
+    try {
+      const listed = (await ctl.request(ControllerApi.ClusterContainers, { all: false })).filter((c) => c.name === 'default/redis-0/redis');
+      expect(listed.map((c) => [c.host, c.id, c.state])).toEqual([[B, rep.containers['redis'], 'running']]);
+    } finally {
+      ctl.close();
+    }
     await waitFor(() => staged(B), (s) => s.length === 0, 30_000, 'destination state released');
 
     // The replacement names its own host as destination: refused in preflight, before anything is touched,
