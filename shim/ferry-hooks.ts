@@ -16,7 +16,9 @@ const GRACE_MARGIN_MS = 2_000;
  * How long a replacement's Create waits for the migrated state to arrive. kubelet gives a CRI call two
  * minutes (--runtime-request-timeout); the source's grace period bounds the migration itself.
  */
-const CLAIM_WAIT_MS = 90_000;
+const CLAIM_WAIT_MS = 60_000;
+/** How long a replacement waits for a predecessor that still runs elsewhere to begin its migration. */
+const EXPECT_WAIT_MS = 30_000;
 
 export function podIdentityOf(c: ShimContainer): PodIdentity | null {
   const p = PodIdentity.safeParse({ namespace: c.pod.namespace, pod: c.pod.name, container: c.containerName });
@@ -88,6 +90,12 @@ export function createHooks(config: ShimConfig, log: Logger): ShimHooks {
     async claim(c, signal) {
       const pod = podIdentityOf(c);
       if (!pod || !c.upperDir || !config.cluster) return null;
+      // The old pod's deletion may not have reached its host yet: the controller knows whether one is coming.
+      const ctl = await connect(clusterOf().controller.url, 'controller', signal);
+      log.info({ container: c.id, pod }, 'replacement pod: asking whether migrated state is coming');
+      const expect = await ctl.request(ControllerApi.ExpectPod, { host: config.host, pod, waitMs: EXPECT_WAIT_MS }, { signal, timeoutMs: EXPECT_WAIT_MS + 10_000 });
+      log.info({ container: c.id, pod, inbound: expect.inbound, reason: expect.reason }, 'replacement pod: is state coming?');
+      if (!expect.inbound) return null;
       const conn = await connect(agentUrl(), 'agent', signal);
       const r = await conn.request(AgentApi.ShimClaim, { pod, containerId: c.id, upperDir: c.upperDir, waitMs: CLAIM_WAIT_MS }, { signal, timeoutMs: CLAIM_WAIT_MS + 30_000 });
       if (!r.migrationId || !r.imagesDir) return null;

@@ -1,14 +1,12 @@
 // Demo: deleting a Redis pod on host-a live-migrates it into its replacement pod on host-b.
 //
 // Real containerd + CRI on both hosts (scripts/containerd.sh), Ferry's shim on the `ferry` runtime handler, and a
-// kubelet stand-in per host that makes exactly kubelet's CRI calls. The demo plays the pod's owner: once the
-// deletion has begun and Ferry has staged the state on host-b, it creates the replacement there.
+// kubelet stand-in per host that makes exactly kubelet's CRI calls. The demo plays the pod's owner: as the old
+// pod is deleted it creates the replacement on host-b, as a ReplicaSet would.
 // Verifies what a user would: the data is there, no acknowledged write lost, one TCP connection throughout,
 // exactly one Redis afterwards, and nothing of the pod left on host-a.
 
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
 import { loadCluster, clusterFile } from '../../src/cluster.js';
 import { CriClient } from '../../src/cri/client.js';
 import { KubeletStandIn } from '../../src/cri/kubelet.js';
@@ -62,19 +60,6 @@ async function openClient(): Promise<Client> {
   throw new Error(`redis did not open 127.0.0.1:${PORT}: ${last?.message}`);
 }
 
-/** Whether the destination agent holds staged pod state (its own state files). */
-function staged(dataDir: string): boolean {
-  if (!existsSync(dataDir)) return false;
-  return readdirSync(dataDir).some((n) => {
-    try {
-      const s = JSON.parse(readFileSync(join(dataDir, n, 'state.json'), 'utf8')) as { role?: string; pod?: unknown };
-      return s.role === 'target' && !!s.pod;
-    } catch {
-      return false;
-    }
-  });
-}
-
 async function main(): Promise<void> {
   const cluster = loadCluster(clusterFile());
   const [a, b] = cluster.hosts;
@@ -125,8 +110,7 @@ async function main(): Promise<void> {
   maxGap = 0;
   const t0 = performance.now();
   const deletion = kubeA.deletePod(started.podId, 30);
-  await until(`the state staged on ${b.name}`, () => staged(b.dataDir), 30_000);
-  say(`the owner creates the replacement pod redis-0 on ${b.name} while the old one terminates; its shim restores the staged state`);
+  say(`the owner creates the replacement pod redis-0 on ${b.name} at the same time; its shim waits for the state and restores it`);
   const [del, rep] = await Promise.all([deletion, kubeB.runPod(spec('uid-2'))]);
   const totalMs = performance.now() - t0;
   if (!del.ok || !rep.ok) throw new Error(`deletion or replacement failed: ${[...del.steps, ...rep.steps].filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`).join('; ')}`);

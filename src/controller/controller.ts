@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:http';
 import { WebSocketServer } from 'ws';
 import client from 'prom-client';
 import {
-  AgentApi, ClusterEvent, ControllerApi, FerryError, HostNotice, Progress, REPLACEMENT_WAIT_MS, asFerryError,
+  AgentApi, ClusterEvent, ControllerApi, FerryError, HostNotice, Progress, REPLACEMENT_WAIT_MS, asFerryError, podKey,
   type ClusterEventPayload, type HostNoticeEvent, type MigrationReport, type ParamsOf, type PeerRole, type ProgressEvent,
 } from '../protocol/index.js';
 import type { Connection, HandlerEntry } from '../rpc/connection.js';
@@ -36,6 +36,8 @@ export class Controller {
   readonly cordoned = new Set<string>();
   readonly drainer: Drainer;
   private readonly subscribers = new Set<Connection>();
+  /** Pod migrations whose state is staged on their destination, by pod identity (for ExpectPod). */
+  private readonly podsStaged = new Map<string, { to: string; migrationId: string }>();
   private server: Server | null = null;
   url = '';
 
@@ -121,7 +123,38 @@ export class Controller {
       { method: ControllerApi.ClusterContainers, roles: cli, handler: async (p) => this.containers((p as { all: boolean }).all) },
       { method: ControllerApi.StartMigration, roles: cli, handler: async (p, ctx) => this.migrate(p as ParamsOf<typeof ControllerApi.StartMigration>, ctx.signal, ctx.conn) },
       { method: ControllerApi.MigratePod, roles: ['shim'], handler: async (p, ctx) => this.migratePod(p as ParamsOf<typeof ControllerApi.MigratePod>, ctx.conn.peerName, ctx.signal) },
+      { method: ControllerApi.ExpectPod, roles: ['shim'], handler: async (p, ctx) => this.expectPod(p as ParamsOf<typeof ControllerApi.ExpectPod>, ctx.conn.peerName, ctx.signal) },
     ];
+  }
+
+  /**
+   * The replacement's Create may reach its shim before the old pod's Kill reached the source's: then nothing
+   * is staged yet, and starting fresh would lose the state. While the old container still runs elsewhere,
+   * wait for its migration to stage here (or for it to stop without one).
+   */
+  private async expectPod(p: ParamsOf<typeof ControllerApi.ExpectPod>, caller: string, signal: AbortSignal): Promise<{ inbound: boolean; reason: string }> {
+    if (caller !== p.host) throw new FerryError('E_FORBIDDEN', `shim of ${caller} may not ask for ${p.host}`);
+    const key = podKey(p.pod);
+    const until = performance.now() + p.waitMs;
+    for (;;) {
+      const m = this.podsStaged.get(key);
+      if (m && m.to === p.host) return { inbound: true, reason: `migration ${m.migrationId} is staged here` };
+      let runningOn: string | null = null;
+      for (const name of this.registry.names()) {
+        const h = this.registry.get(name);
+        if (name === p.host || !h?.connected) continue;
+        const r = await h.call(AgentApi.InspectForMigration, { ref: key }, { signal, timeoutMs: 5_000 }).catch(() => null);
+        if (r?.pod && r.running) { runningOn = name; break; }
+      }
+      if (!runningOn) return { inbound: false, reason: `no container ${key} runs on another host` };
+      if (performance.now() >= until) return { inbound: false, reason: `${key} still runs on ${runningOn} and no migration of it began` };
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, 100);
+        function done(): void { clearTimeout(t); signal.removeEventListener('abort', done); resolve(); }
+        signal.addEventListener('abort', done, { once: true });
+      });
+      signal.throwIfAborted();
+    }
   }
 
   /**
@@ -164,6 +197,7 @@ export class Controller {
   ): Promise<MigrationReport> {
     const runner = new MigrationRunner(p, {
       ...extra,
+      onPodStaged: (pod, to, migrationId) => { this.podsStaged.set(podKey(pod), { to, migrationId }); staged.push(podKey(pod)); },
       hosts: this.registry,
       journal: this.journal,
       log: this.log,
@@ -173,11 +207,13 @@ export class Controller {
       onFinished: (r) => this.record(r),
       linkRate: (from, to) => this.links.get(`${from}>${to}`),
     });
+    const staged: string[] = [];
     if (watcher) this.watchers.set(runner.id, new Set([watcher]));
     this.active.add(runner.id);
     try {
       return await runner.run(signal);
     } finally {
+      for (const k of staged) if (this.podsStaged.get(k)?.migrationId === runner.id) this.podsStaged.delete(k);
       this.watchers.delete(runner.id);
       this.active.delete(runner.id);
     }

@@ -45,6 +45,8 @@ export interface RunnerDeps {
   /** Hosts no migration may land on. */
   cordoned?: ReadonlySet<string>;
   onFinished?(r: MigrationReport): void;
+  /** A pod's state is staged on the destination (PrepareTarget returned): its replacement may claim it there. */
+  onPodStaged?(pod: PodIdentity, dest: string, migrationId: string): void;
   /** The state has arrived on the destination and the restore is about to be awaited (pods only wait there). */
   onStaged?(r: MigrationReport): void;
   /** Page throughput seen between two hosts in earlier migrations, bytes/s (for `--mode auto`). */
@@ -116,6 +118,7 @@ export class MigrationRunner {
         // Undo first: a create whose reply is lost must still be removed (AbortTarget is idempotent).
         this.undo.push({ name: 'abort target', fn: async () => { await this.dest.call(AgentApi.AbortTarget, { migrationId: this.id }, { timeoutMs: 60_000 }); } });
         await this.dest.call(AgentApi.PrepareTarget, { migrationId: this.id, spec: this.located.spec, pod: this.located.pod }, { signal: deadline });
+        if (this.located.pod) this.deps.onPodStaged?.(this.located.pod, this.dest.name, this.id);
       });
       const token = randomBytes(24).toString('hex');
       const rollbackSource = { name: 'roll back source', fn: async () => {

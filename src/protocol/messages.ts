@@ -407,7 +407,19 @@ export const MigratePod = method(
 /** How long a staged pod state waits for its replacement pod (release "staged") before it counts as lost. */
 export const REPLACEMENT_WAIT_MS = 10 * 60_000;
 
-export const ControllerApi = { ListHosts, ClusterContainers, StartMigration, Drain, Cordon, WatchEvents, MigratePod } as const;
+/**
+ * Shim → controller: a pod container is being created on `host`. Is it the replacement of one that is being
+ * (or is about to be) migrated here? inbound: a migration of this pod container to `host` is under way (its
+ * state is staged there; ShimClaim waits for it to arrive). While a container of the same identity still runs
+ * on another host (its deletion may not have reached its shim yet) the answer waits, up to waitMs.
+ */
+export const ExpectPod = method(
+  'pod/expect',
+  z.object({ host: hostName, pod: PodIdentity, waitMs: z.number().int().min(0).max(600_000) }),
+  z.object({ inbound: z.boolean(), reason: str }),
+);
+
+export const ControllerApi = { ListHosts, ClusterContainers, StartMigration, Drain, Cordon, WatchEvents, MigratePod, ExpectPod } as const;
 
 // ---------------------------------------------------------------------------------------------------
 // Events.

@@ -52,6 +52,13 @@ function readlinkSafe(p: string): string {
   }
 }
 
+/** Whether the host's shim log has a line with `msg` about pod `pod` (what the shim is doing, as it says). */
+function shimLogHas(host: string, msg: string, pod: string): boolean {
+  const f = `/var/log/ferry/shim-${host}.log`;
+  if (!existsSync(f)) return false;
+  return readFileSync(f, 'utf8').split('\n').some((l) => l.includes(`"msg":"${msg}"`) && l.includes(`"pod":"${pod}"`));
+}
+
 /** Migrations staged on a host's agent for a pod (the agent's own state files). */
 function staged(host: string): { migrationId: string; pulled: boolean }[] {
   const dir = cluster().hosts.find((h) => h.name === host)!.dataDir;
@@ -129,9 +136,8 @@ describe('pod deletion through the containerd shim', () => {
 
     const writer = new Writer(conn);
     await waitFor(() => writer.acked, (n) => n >= 200, 10_000, 'writes before the deletion');
+    // The owner creates the replacement as the old pod goes, as a ReplicaSet would: both start together.
     const deletion = kubeA.deletePod(started.podId, 30, AbortSignal.timeout(120_000));
-    // The owner creates the replacement once the old pod is going; the state is staged for it by then.
-    await waitFor(() => staged(B), (s) => s.length === 1, 30_000, 'state staged on the destination');
     const replacement = kubeB.runPod({ ...spec, uid: 'uid-b-1' }, AbortSignal.timeout(120_000));
     const [del, rep] = await Promise.all([deletion, replacement]);
     expect(del.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
@@ -168,6 +174,30 @@ describe('pod deletion through the containerd shim', () => {
     const del2 = await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000));
     expect(del2.ok).toBe(true);
     expect(redisListeners(PORT)).toHaveLength(0);
+    await expectNoResidue();
+  });
+
+  it('a replacement whose Create comes before the old pod\'s deletion waits for the migration instead of starting fresh', async () => {
+    const spec = redisPod('early-0', 'uid-e-1', { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B });
+    const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
+    expect(started.ok).toBe(true);
+    await waitFor(() => redisListeners(PORT).length, (n) => n === 1, 15_000, 'redis listening');
+    const conn = await RedisConn.open(PORT);
+    expect(await conn.cmd('SET', 'early', 'bird')).toBe('+OK');
+    const replacement = kubeB.runPod({ ...spec, uid: 'uid-e-2' }, AbortSignal.timeout(120_000));
+    // The replacement's shim is asking, and the old pod still runs on A: nothing may start on B yet.
+    await waitFor(() => shimLogHas(B, 'replacement pod: asking whether migrated state is coming', 'early-0'), (x) => x, 30_000, 'the replacement asking');
+    expect(redisListeners(PORT)).toHaveLength(1);
+    const del = await kubeA.deletePod(started.podId, 30, AbortSignal.timeout(120_000));
+    const rep = await replacement;
+    expect(del.ok).toBe(true);
+    expect(rep.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+    expect(await conn.cmd('GET', 'early').catch((e: Error) => e.message)).not.toMatch(/connection/);
+    expect(await conn.cmd('EXISTS', 'early')).toBe(':1');
+    conn.close();
+    expect(redisListeners(PORT)).toHaveLength(1);
+    await waitFor(() => staged(B), (s) => s.length === 0, 30_000, 'destination state released');
+    expect((await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000))).ok).toBe(true);
     await expectNoResidue();
   });
 
@@ -282,7 +312,6 @@ describe('pod deletion through the containerd shim', () => {
       // so the retry waits out its grace period and comes as SIGKILL, which the shim holds for a new attempt.
       await ctl.request(ControllerApi.Cordon, { host: B, cordoned: false });
       const retry = kubeA.deletePod(started.podId, 3, AbortSignal.timeout(120_000));
-      await waitFor(() => staged(B), (s) => s.length === 1, 30_000, 'state staged on the destination');
       const rep = await kubeB.runPod({ ...spec, uid: 'uid-k-2' }, AbortSignal.timeout(120_000));
       expect((await retry).ok).toBe(true);
       expect(rep.ok).toBe(true);
