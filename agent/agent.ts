@@ -61,6 +61,9 @@ export class Agent {
   private readonly pageServers = new Map<string, LazyPageServer>();
   /** Pod migrations staged here: woken when their state has arrived, and when the replacement's restore came back. */
   private readonly pulledWaiters = new Map<string, Set<() => void>>();
+  /** Pod migrations whose replacement has come to claim them, and who waits for that. */
+  private readonly claimsArrived = new Set<string>();
+  private readonly claimWaiters = new Map<string, Set<() => void>>();
   private readonly restoreWaiters = new Map<string, (r: { pid: number; containerId: string } | { error: string }) => void>();
   /** The host's containerd (CRI): pod containers, which move when their pod is deleted (shim/). */
   readonly cri: CriRuntime;
@@ -106,6 +109,7 @@ export class Agent {
       h('TransferPull', (p, c) => this.transferPull(p, c), ['agent']),
       h('TransferPrecopy', (p, c) => this.transferPrecopy(p, c), ['agent']),
       h('ShimClaim', (p, c) => this.shimClaim(p, c), ['shim']),
+      h('AwaitReplacement', (p, c) => this.awaitClaim(p, c)),
       h('ShimRestored', (p, c) => this.shimRestored(p, c), ['shim']),
     ];
   }
@@ -346,6 +350,7 @@ export class Agent {
       }
     }
     await this.dropStore(p.migrationId);
+    this.claimsArrived.delete(p.migrationId);
     await this.states.remove(p.migrationId);
     return waited === null ? {} : { lazyFillMs: waited };
   }
@@ -868,6 +873,8 @@ export class Agent {
     }
     if (!st) return { migrationId: null, imagesDir: null };
     const mid = st.migrationId;
+    this.claimsArrived.add(mid);
+    for (const wake of this.claimWaiters.get(mid) ?? []) wake();
     if (!st.pulled) {
       const wait = AbortSignal.any([c.signal, AbortSignal.timeout(p.waitMs)]);
       await new Promise<void>((resolve) => {
@@ -904,6 +911,23 @@ export class Agent {
     return {};
   }
 
+  private async awaitClaim(p: P<'AwaitReplacement'>, c: CallContext): R<'AwaitReplacement'> {
+    const t0 = performance.now();
+    const st = await this.target(p.migrationId);
+    if (!st.pod) throw new FerryError('E_INVALID_ARGUMENT', `${p.migrationId} is not a pod migration`);
+    if (!this.claimsArrived.has(p.migrationId)) {
+      const wait = AbortSignal.any([c.signal, AbortSignal.timeout(p.waitMs)]);
+      await new Promise<void>((resolve) => {
+        const set = this.claimWaiters.get(p.migrationId) ?? new Set<() => void>();
+        this.claimWaiters.set(p.migrationId, set);
+        const wake = (): void => { set.delete(wake); resolve(); };
+        set.add(wake);
+        wait.addEventListener('abort', wake, { once: true });
+      });
+    }
+    return { arrived: this.claimsArrived.has(p.migrationId), waitedMs: since(t0) };
+  }
+
   /** Destination Restore of a pod: the replacement's shim restores it; this waits for its word. */
   private async awaitReplacement(mid: string, signal: AbortSignal): R<'Restore'> {
     const t0 = performance.now();
@@ -928,6 +952,8 @@ export class Agent {
     let removed = false;
     if (st.containerId) removed = await this.cri.kill(this.cfg.runc, st.containerId);
     this.restoreWaiters.get(st.migrationId)?.({ error: 'migration aborted' });
+    this.claimsArrived.delete(st.migrationId);
+    for (const wake of this.claimWaiters.get(st.migrationId) ?? []) wake();
     for (const wake of this.pulledWaiters.get(st.migrationId) ?? []) wake();
     await this.states.remove(st.migrationId);
     return { removed };

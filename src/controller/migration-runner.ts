@@ -119,6 +119,13 @@ export class MigrationRunner {
         this.undo.push({ name: 'abort target', fn: async () => { await this.dest.call(AgentApi.AbortTarget, { migrationId: this.id }, { timeoutMs: 60_000 }); } });
         await this.dest.call(AgentApi.PrepareTarget, { migrationId: this.id, spec: this.located.spec, pod: this.located.pod }, { signal: deadline });
         if (this.located.pod) this.deps.onPodStaged?.(this.located.pod, this.dest.name, this.id);
+        if (this.located.pod && !this.req.replacementWaitMs) {
+          // The owner creates the replacement as the old pod goes; freezing before it can take the state would
+          // put its whole start (a sandbox: ~0.4 s here) inside the freeze. Wait for it, while the container
+          // runs on, for at most half the budget; a StatefulSet (released once staged) cannot come first.
+          const r = await this.dest.call(AgentApi.AwaitReplacement, { migrationId: this.id, waitMs: Math.floor(this.req.timeoutMs / 2) }, { signal: deadline });
+          this.phases['prepare.awaitReplacement'] = r.waitedMs;
+        }
       });
       const token = randomBytes(24).toString('hex');
       const rollbackSource = { name: 'roll back source', fn: async () => {

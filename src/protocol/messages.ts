@@ -234,6 +234,16 @@ export const TransferPull = method(
 /** Controller → agent: the drain this host's notice asked for is done; tell the provider (Azure's StartRequests). */
 export const AcknowledgeNotice = method('spot/acknowledge', z.object({ id: z.string().max(256) }), z.object({ acknowledged: z.boolean() }));
 
+/**
+ * Destination, pods only: wait (bounded) until the replacement pod's container has come to claim the staged
+ * state. The source freezes only then, so the freeze does not include the replacement pod's start.
+ */
+export const AwaitReplacement = method(
+  'migration/awaitReplacement',
+  z.object({ migrationId, waitMs: z.number().int().min(0).max(600_000) }),
+  z.object({ arrived: z.boolean(), waitedMs: z.number() }),
+);
+
 // Shim → its own host's agent (role shim): the destination side of a pod migration.
 
 /**
@@ -256,6 +266,7 @@ export const ShimRestored = method(
 export const AgentApi = {
   AgentInfo, ListContainers, InspectForMigration, PrepareTarget, SampleDirtyRate, PrecopyStart, PrecopyRound, Checkpoint, Pull, Restore,
   CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull, TransferPrecopy, AcknowledgeNotice, ShimClaim, ShimRestored,
+  AwaitReplacement,
 } as const;
 
 // ---------------------------------------------------------------------------------------------------
