@@ -14,8 +14,9 @@ import { dial } from '../src/rpc/handshake.js';
 import type { Logger } from '../src/log/logger.js';
 import type { AgentConfig } from './config.js';
 import { DockerRuntime } from './runtime/docker-runtime.js';
-import { CriRuntime, type CriContainer } from './runtime/cri-runtime.js';
+import { CriRuntime, shmDirOf, type CriContainer } from './runtime/cri-runtime.js';
 import { run } from '../src/util/exec.js';
+import { deadline } from '../src/util/abort.js';
 import { RuncCheckpointer, freeze, freezerStateFile } from './runtime/runc-checkpointer.js';
 import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
 import { LazyPageServer, type PageSource } from './lazy/page-server.js';
@@ -208,7 +209,7 @@ export class Agent {
     const receiver = new EntryReceiver(p.manifest.entries, {
       imagesDir,
       upperDir: st.upperDir,
-      volumeDir: (name) => this.docker.volumeMountpoint(name),
+      volumeDir: async (name) => (st.pod && name === POD_SHM_VOLUME ? join(this.states.dir(p.migrationId), 'shm') : this.docker.volumeMountpoint(name)),
     }, c.signal, (n) => {
       this.metrics.bytes.inc({ direction: 'in' }, n);
       const now = performance.now();
@@ -411,7 +412,7 @@ export class Agent {
     await this.states.save({
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
       restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name), upperDir: d.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null, pod: null,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: null, shmDir: null,
     });
     let src: PrecopySource;
     try {
@@ -534,7 +535,7 @@ export class Agent {
     const st: SourceState = prior?.role === 'source' ? prior : {
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
       restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name), upperDir: d.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null, pod: null,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: null, shmDir: null,
     };
     await this.states.save(st);
     const timings: Record<string, number> = {};
@@ -595,7 +596,11 @@ export class Agent {
     const entries = await sendEntries(st.manifest.entries, {
       imagesDir: this.states.imagesDir(p.migrationId),
       upperDir: st.upperDir,
-      volumeDir: (name) => this.docker.volumeMountpoint(name),
+      volumeDir: async (name) => {
+        if (!st.pod) return this.docker.volumeMountpoint(name);
+        if (name !== POD_SHM_VOLUME || !st.shmDir) throw new FerryError('E_PRECONDITION', `pod ${p.migrationId} has no volume ${name}`);
+        return st.shmDir;
+      },
     }, async (e, q, d, last) => {
       await c.sendChunk(e, q, d, last);
       this.metrics.bytes.inc({ direction: 'out' }, d.length);
@@ -797,7 +802,7 @@ export class Agent {
     const st: SourceState = {
       role: 'source', migrationId: p.migrationId, containerId: pc.id, peer: p.peer, token: p.token,
       restartPolicy: { name: 'no', maximumRetryCount: 0 }, volumes: [], upperDir: pc.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null, pod: pc.pod,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: pc.pod, shmDir: pc.shmDir,
     };
     await this.states.save(st);
     const imagesDir = this.states.imagesDir(p.migrationId);
@@ -821,6 +826,8 @@ export class Agent {
       imageBytes += s.size;
     }
     entries.push({ kind: 'rootfs-diff' });
+    // POSIX shared memory (e.g. a database's /dev/shm segments) lives in the sandbox's tmpfs, not in the rw layer.
+    if (pc.shmDir) entries.push({ kind: 'volume', name: POD_SHM_VOLUME });
     const manifest = { entries };
     await this.states.save({ ...st, dumped: true, manifest });
     return { manifest, imageBytes, timings };
@@ -851,6 +858,7 @@ export class Agent {
     await this.states.create(mid);
     const upperDir = join(this.states.dir(mid), 'upper');
     await mkdir(upperDir, { recursive: true, mode: 0o700 });
+    await mkdir(join(this.states.dir(mid), 'shm'), { recursive: true, mode: 0o700 });
     await this.states.save({
       role: 'target', migrationId: mid, containerId: '', upperDir, createdVolumes: [], volumes: [], pulled: false, restored: false, pod,
     });
@@ -876,7 +884,7 @@ export class Agent {
     this.claimsArrived.add(mid);
     for (const wake of this.claimWaiters.get(mid) ?? []) wake();
     if (!st.pulled) {
-      const wait = AbortSignal.any([c.signal, AbortSignal.timeout(p.waitMs)]);
+      const wait = deadline(p.waitMs, c.signal);
       await new Promise<void>((resolve) => {
         const wake = (): void => { this.pulledWaiters.get(mid)?.delete(wake); resolve(); };
         if (!this.pulledWaiters.has(mid)) this.pulledWaiters.set(mid, new Set());
@@ -888,6 +896,11 @@ export class Agent {
     }
     const t0 = performance.now();
     await run('cp', ['-a', `${st.upperDir}/.`, `${p.upperDir}/`], { signal: c.signal, errorCode: 'E_CRIU_RESTORE' });
+    // The replacement's /dev/shm is its new sandbox's tmpfs: the shared-memory files the task has open must be there.
+    const shm = join(this.states.dir(mid), 'shm');
+    const shmTarget = await shmDirOf(this.cri.bundleOf(p.containerId)).catch(() => null);
+    if (shmTarget && (await readdir(shm).catch(() => [] as string[])).length > 0)
+      await run('cp', ['-a', `${shm}/.`, `${shmTarget}/`], { signal: c.signal, errorCode: 'E_CRIU_RESTORE' });
     await this.states.save({ ...st, containerId: p.containerId, upperDir: p.upperDir });
     this.log.info({ migrationId: mid, pod: key, containerId: p.containerId, copyMs: since(t0) }, 'replacement pod claimed its migrated state');
     return { migrationId: mid, imagesDir: this.states.imagesDir(mid) };
@@ -916,7 +929,7 @@ export class Agent {
     const st = await this.target(p.migrationId);
     if (!st.pod) throw new FerryError('E_INVALID_ARGUMENT', `${p.migrationId} is not a pod migration`);
     if (!this.claimsArrived.has(p.migrationId)) {
-      const wait = AbortSignal.any([c.signal, AbortSignal.timeout(p.waitMs)]);
+      const wait = deadline(p.waitMs, c.signal);
       await new Promise<void>((resolve) => {
         const set = this.claimWaiters.get(p.migrationId) ?? new Set<() => void>();
         this.claimWaiters.set(p.migrationId, set);
@@ -1013,6 +1026,8 @@ export class Agent {
 }
 
 export const newToken = (): string => randomBytes(24).toString('hex');
+/** The manifest's name for a pod's /dev/shm contents. */
+const POD_SHM_VOLUME = 'pod-shm';
 
 function tokensEqual(a: string, b: string): boolean {
   const x = Buffer.from(a);

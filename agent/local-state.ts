@@ -23,6 +23,8 @@ export const SourceState = z.object({
   cpuQuotaUs: z.number().int().nullable().default(null),
   /** A pod's container (containerd CRI): containerd, not Docker, owns it; its task ends at the dump. */
   pod: PodIdentity.nullable().default(null),
+  /** A pod's /dev/shm (the sandbox's tmpfs): its files travel as the volume POD_SHM_VOLUME. */
+  shmDir: z.string().nullable().default(null),
 });
 export type SourceState = z.infer<typeof SourceState>;
 

@@ -27,6 +27,8 @@ export interface CriContainer {
   running: boolean;
   pod: PodIdentity;
   optedIn: boolean;
+  /** The sandbox's shared-memory dir the container sees as /dev/shm. */
+  shmDir: string | null;
   /** The image as the pod spec named it (CRI's image-name annotation), '' if containerd did not say. */
   image: string;
   upperDir: string | null;
@@ -35,7 +37,31 @@ export interface CriContainer {
   rejectReasons: string[];
 }
 
-interface OciSpec { annotations?: Record<string, string>; root?: { path?: string } }
+interface OciMount { destination?: string; type?: string; source?: string }
+interface OciSpec { annotations?: Record<string, string>; root?: { path?: string }; mounts?: OciMount[] }
+
+/** The pod's shared memory: CRI binds the sandbox's tmpfs here; its files travel with the container. */
+export const POD_SHM = '/dev/shm';
+/** Bind mounts CRI itself makes for every container, rebuilt by the replacement pod; anything else is the pod's data. */
+const CRI_BINDS = new Set(['/etc/hosts', '/etc/hostname', '/etc/resolv.conf', '/dev/termination-log', POD_SHM]);
+
+/** Pure: the bind mounts of a pod container that would not travel (emptyDir, hostPath, PVCs), and its shm dir. */
+export function podMounts(mounts: OciMount[]): { shmDir: string | null; foreign: string[] } {
+  let shmDir: string | null = null;
+  const foreign: string[] = [];
+  for (const m of mounts) {
+    if (m.type !== 'bind' || !m.destination) continue;
+    if (m.destination === POD_SHM) shmDir = m.source ?? null;
+    else if (!CRI_BINDS.has(m.destination)) foreign.push(m.destination);
+  }
+  return { shmDir, foreign };
+}
+
+/** The /dev/shm source of a container's bundle (the replacement's, at its Create). */
+export async function shmDirOf(bundle: string): Promise<string | null> {
+  const spec = JSON.parse(await readFile(join(bundle, 'config.json'), 'utf8')) as OciSpec;
+  return podMounts(spec.mounts ?? []).shmDir;
+}
 
 /** Pure: a pod container's identity from its OCI annotations, or null for a sandbox or a non-CRI container. */
 export function podOf(annotations: Record<string, string>): PodIdentity | null {
@@ -109,6 +135,9 @@ export class CriRuntime {
     const running = pid > 0 && processAlive(pid);
     const reasons: string[] = [];
     if (!running) reasons.push('container is not running');
+    const mounts = podMounts(spec.mounts ?? []);
+    // Volumes (emptyDir, hostPath, PVCs) are not Ferry's to move: refusing beats restoring without their data.
+    for (const d of mounts.foreign) reasons.push(`volume mounted at ${d} cannot be moved (only the rw layer and /dev/shm travel)`);
     let upperDir: string | null = null;
     if (running) {
       // runc-v2 mounts the snapshot at <bundle>/rootfs in the host's mount namespace.
@@ -117,7 +146,7 @@ export class CriRuntime {
     }
     return {
       id, bundle, pid, running, pod, optedIn: spec.annotations?.[MIGRATE_ANNOTATION] === 'true', upperDir,
-      image: spec.annotations?.['io.kubernetes.cri.image-name'] ?? '',
+      image: spec.annotations?.['io.kubernetes.cri.image-name'] ?? '', shmDir: mounts.shmDir,
       rssBytes: running ? await rssOf(pid) : 0, rejectReasons: reasons,
     };
   }
@@ -134,6 +163,12 @@ export class CriRuntime {
       });
     }
     return out;
+  }
+
+  /** The bundle of a container of this host's containerd. */
+  bundleOf(id: string): string {
+    if (!CriContainerId.safeParse(id).success) throw new FerryError('E_INVALID_ARGUMENT', `bad container id ${id.slice(0, 80)}`);
+    return join(this.bundleRoot(), id);
   }
 
   /** SIGKILL for a restored copy that must not run (abort before the commit point). */

@@ -157,7 +157,7 @@ export class MigrationRunner {
       });
       await this.step('restoring', 'restore', async () => {
         this.deps.onStaged?.(this.report('staged', t0, null, null));
-        const wait = this.req.replacementWaitMs ? AbortSignal.any([outer, AbortSignal.timeout(this.req.replacementWaitMs)]) : deadline;
+        const wait = this.req.replacementWaitMs ? withDeadline(this.req.replacementWaitMs, outer) : deadline;
         const r = await this.dest.call(AgentApi.Restore, { migrationId: this.id }, { signal: wait });
         downtime = ms(freezeStart);
         this.agentTimings('restore', r.timings);

@@ -59,6 +59,11 @@ function shimLogHas(host: string, msg: string, pod: string): boolean {
   return readFileSync(f, 'utf8').split('\n').some((l) => l.includes(`"msg":"${msg}"`) && l.includes(`"pod":"${pod}"`));
 }
 
+/** The init pid runc-v2 recorded for a pod container of a host. */
+function initPid(host: string, id: string): number {
+  return Number(readFileSync(join(criHostPaths(host).runDir, 'state/io.containerd.runtime.v2.task/k8s.io', id, 'init.pid'), 'utf8'));
+}
+
 /** Migrations staged on a host's agent for a pod (the agent's own state files). */
 function staged(host: string): { migrationId: string; pulled: boolean }[] {
   const dir = cluster().hosts.find((h) => h.name === host)!.dataDir;
@@ -197,6 +202,34 @@ describe('pod deletion through the containerd shim', () => {
     conn.close();
     expect(redisListeners(PORT)).toHaveLength(1);
     await waitFor(() => staged(B), (s) => s.length === 0, 30_000, 'destination state released');
+    expect((await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000))).ok).toBe(true);
+    await expectNoResidue();
+  });
+
+  it('a pod\'s /dev/shm and rw layer travel with it, and its memory continues', async () => {
+    // The shell's counter lives in its memory; each value is also written to /dev/shm (the sandbox's tmpfs)
+    // and the rw layer. A fresh start would count from 1 again and find neither file.
+    const spec: PodSpec = {
+      name: 'shm-0', namespace: 'default', uid: 'uid-m-1', runtimeHandler: 'ferry', terminationGracePeriodSeconds: 30,
+      annotations: { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B },
+      containers: [{ name: 'counter', image: 'ferry/busybox:1', command: ['sh', '-c', 'echo layer > /rwfile; echo once > /dev/shm/marker; i=0; while :; do i=$((i+1)); echo $i > /dev/shm/counter; sleep 0.02; done'] }],
+    };
+    const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
+    expect(started.ok).toBe(true);
+    const rootA = (): string => `/proc/${initPid(A, started.containers['counter']!)}/root`;
+    const before = Number(await waitFor(() => readFileSync(`${rootA()}/dev/shm/counter`, 'utf8'), (v) => Number(v) >= 50, 15_000, 'the counter at 50'));
+    const [del, rep] = await Promise.all([
+      kubeA.deletePod(started.podId, 30, AbortSignal.timeout(120_000)),
+      kubeB.runPod({ ...spec, uid: 'uid-m-2' }, AbortSignal.timeout(120_000)),
+    ]);
+    expect(del.ok).toBe(true);
+    expect(rep.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+    const rootB = `/proc/${initPid(B, rep.containers['counter']!)}/root`;
+    expect(readFileSync(`${rootB}/rwfile`, 'utf8')).toBe('layer\n');
+    // Written once, before the move: only the transfer can have put it into the new sandbox's tmpfs.
+    expect(readFileSync(`${rootB}/dev/shm/marker`, 'utf8')).toBe('once\n');
+    const after = Number(await waitFor(() => readFileSync(`${rootB}/dev/shm/counter`, 'utf8'), (v) => Number(v) > before, 15_000, 'the counter going on'));
+    expect(after).toBeGreaterThan(before);
     expect((await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000))).ok).toBe(true);
     await expectNoResidue();
   });

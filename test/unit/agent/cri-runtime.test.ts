@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { podOf, upperDirOf } from '../../../agent/runtime/cri-runtime.js';
+import { podMounts, podOf, upperDirOf } from '../../../agent/runtime/cri-runtime.js';
 
 describe('CRI container facts from disk', () => {
   it('names a pod container by namespace, pod and container; sandboxes and plain containers are not pods', () => {
@@ -23,5 +23,19 @@ describe('CRI container facts from disk', () => {
     expect(upperDirOf(mi, '/run/b/abc/rootfs')).toBe('/s/42/fs');
     expect(upperDirOf(mi, '/run/b/other/rootfs')).toBeNull();
     expect(upperDirOf(mi, '/nope')).toBeNull();
+  });
+});
+
+describe('which mounts of a pod container travel', () => {
+  it("takes the sandbox's /dev/shm along and refuses volumes it cannot move", () => {
+    const m = podMounts([
+      { destination: '/proc', type: 'proc', source: 'proc' },
+      { destination: '/etc/hosts', type: 'bind', source: '/s/hosts' },
+      { destination: '/etc/resolv.conf', type: 'bind', source: '/s/resolv' },
+      { destination: '/dev/shm', type: 'bind', source: '/run/s/shm' },
+      { destination: '/data', type: 'bind', source: '/var/lib/kubelet/pods/u/volumes/empty-dir/data' },
+    ]);
+    expect(m).toEqual({ shmDir: '/run/s/shm', foreign: ['/data'] });
+    expect(podMounts([])).toEqual({ shmDir: null, foreign: [] });
   });
 });
