@@ -7,6 +7,7 @@
 // exactly one Redis afterwards, and nothing of the pod left on host-a.
 
 import { connect, type Socket } from 'node:net';
+import { Client, Writer } from '../lib/redis-client.js';
 import { loadCluster, clusterFile } from '../../src/cluster.js';
 import { CriClient } from '../../src/cri/client.js';
 import { KubeletStandIn } from '../../src/cri/kubelet.js';
@@ -15,28 +16,6 @@ import type { PodSpec } from '../../src/cri/pod-config.js';
 
 const PORT = Number(process.env.DEMO_PORT ?? 28210);
 const KEYS = Number(process.env.DEMO_KEYS ?? 100_000);
-
-class Client {
-  private buf = '';
-  private waiting: ((l: string) => void)[] = [];
-  broken: string | null = null;
-  constructor(private readonly s: Socket) {
-    s.setEncoding('utf8');
-    s.on('data', (d: string) => {
-      this.buf += d;
-      for (let i; (i = this.buf.indexOf('\r\n')) >= 0;) { const l = this.buf.slice(0, i); this.buf = this.buf.slice(i + 2); this.waiting.shift()?.(l); }
-    });
-    s.on('close', () => { this.broken ??= 'connection closed'; });
-    s.on('error', (e) => { this.broken = e.message; });
-  }
-  cmd(...a: string[]): Promise<string> {
-    return new Promise((resolve, reject) => {
-      if (this.broken) { reject(new Error(this.broken)); return; }
-      this.waiting.push(resolve);
-      this.s.write(`*${a.length}\r\n${a.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')}`);
-    });
-  }
-}
 
 const say = (s: string): void => { process.stdout.write(`\x1b[1m» ${s}\x1b[0m\n`); };
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -86,38 +65,21 @@ async function main(): Promise<void> {
   const client = await openClient();
   await client.cmd('DEBUG', 'POPULATE', String(KEYS), 'key', '100');
 
-  let acked = 0;
-  let errors = 0;
-  let maxGap = 0;
-  let stop = false;
   say('a client writes continuously over ONE TCP connection: INCR counter + RPUSH log <n>');
-  const writer = (async () => {
-    let last = performance.now();
-    while (!stop) {
-      const n = await client.cmd('INCR', 'counter');
-      if (n !== `:${acked + 1}`) { errors++; process.stderr.write(`counter jumped: expected ${acked + 1}, got ${n}\n`); }
-      const l = await client.cmd('RPUSH', 'log', String(acked + 1));
-      if (l !== `:${acked + 1}`) { errors++; process.stderr.write(`log length ${l}, expected ${acked + 1}\n`); }
-      acked++;
-      const now = performance.now();
-      maxGap = Math.max(maxGap, now - last);
-      last = now;
-    }
-  })();
+  const writer = new Writer(client);
   await sleep(1500); // the demo's pacing: let the client write for a while
 
   say(`kubectl delete pod redis-0  →  kubelet on ${a.name}: StopContainer, and Ferry's shim holds the Kill and migrates`);
-  maxGap = 0;
+  writer.maxGap = 0;
   const t0 = performance.now();
   const deletion = kubeA.deletePod(started.podId, 30);
   say(`the owner creates the replacement pod redis-0 on ${b.name} at the same time; its shim waits for the state and restores it`);
   const [del, rep] = await Promise.all([deletion, kubeB.runPod(spec('uid-2'))]);
   const totalMs = performance.now() - t0;
   if (!del.ok || !rep.ok) throw new Error(`deletion or replacement failed: ${[...del.steps, ...rep.steps].filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`).join('; ')}`);
-  const at = acked;
-  await until('writes after the move', () => acked >= at + 200 || client.broken !== null, 20_000);
-  stop = true;
-  await writer.catch((e: unknown) => { errors++; process.stderr.write(`client failed: ${(e as Error).message}\n`); });
+  const at = writer.acked;
+  await until('writes after the move', () => writer.acked >= at + 200 || client.broken !== null, 20_000);
+  await writer.stop();
 
   const llen = await client.cmd('LLEN', 'log');
   const dbsize = await client.cmd('DBSIZE');
@@ -125,8 +87,8 @@ async function main(): Promise<void> {
   const onB = (await criB.listContainers()).filter((c) => c.state === 'CONTAINER_RUNNING').length;
   const checks: [string, boolean][] = [
     [`the client's TCP connection never broke`, client.broken === null],
-    [`every acknowledged write is present (LLEN log = ${llen.slice(1)}, acknowledged ${acked})`, llen === `:${acked}`],
-    [`the counter never skipped or repeated`, errors === 0],
+    [`every acknowledged write is present (LLEN log = ${llen.slice(1)}, acknowledged ${writer.acked})`, llen === `:${writer.acked}`],
+    [`the counter never skipped or repeated`, writer.errors === 0],
     [`all ${KEYS} preloaded keys are there (DBSIZE ${dbsize.slice(1)})`, dbsize === `:${KEYS + 2}`],
     [`the pod is gone from ${a.name} (containers + sandboxes left: ${leftOnA})`, leftOnA === 0],
     [`exactly one Redis runs, in the replacement pod on ${b.name}`, onB === 1],
@@ -134,7 +96,7 @@ async function main(): Promise<void> {
   say('verdict');
   for (const [what, ok] of checks) process.stdout.write(`  ${ok ? '\x1b[32mPASS\x1b[0m' : '\x1b[31mFAIL\x1b[0m'} ${what}\n`);
   const step = (s: string, list = del.steps): string => `${(list.find((x) => x.step === s)?.ms ?? 0).toFixed(0)} ms`;
-  process.stdout.write(`  client-observed stall ${maxGap.toFixed(0)} ms; deletion + replacement ${totalMs.toFixed(0)} ms ` +
+  process.stdout.write(`  client-observed stall ${writer.maxGap.toFixed(0)} ms; deletion + replacement ${totalMs.toFixed(0)} ms ` +
     `(StopContainer ${step('StopContainer')}, replacement RunPodSandbox ${step('RunPodSandbox', rep.steps)}, StartContainer ${step('StartContainer', rep.steps)})\n`);
   // The replacement names host-b as its destination: deleting it there is refused in preflight, and the default
   // policy lets the deletion proceed.

@@ -3,6 +3,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
+import { Client, Writer } from '../lib/redis-client.js';
 import { join } from 'node:path';
 import Docker from 'dockerode';
 import { loadCluster, clusterFile } from '../../src/cluster.js';
@@ -11,28 +12,6 @@ import { packageRoot } from '../../src/cli/local-cluster.js';
 const NAME = 'demo-redis';
 const PORT = Number(process.env.DEMO_PORT ?? 28200);
 const KEYS = Number(process.env.DEMO_KEYS ?? 200_000);
-
-class Client {
-  private buf = '';
-  private waiting: ((l: string) => void)[] = [];
-  broken: string | null = null;
-  constructor(private readonly s: Socket) {
-    s.setEncoding('utf8');
-    s.on('data', (d: string) => {
-      this.buf += d;
-      for (let i; (i = this.buf.indexOf('\r\n')) >= 0;) { const l = this.buf.slice(0, i); this.buf = this.buf.slice(i + 2); this.waiting.shift()?.(l); }
-    });
-    s.on('close', () => { this.broken ??= 'connection closed'; });
-    s.on('error', (e) => { this.broken = e.message; });
-  }
-  cmd(...a: string[]): Promise<string> {
-    return new Promise((resolve, reject) => {
-      if (this.broken) { reject(new Error(this.broken)); return; }
-      this.waiting.push(resolve);
-      this.s.write(`*${a.length}\r\n${a.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')}`);
-    });
-  }
-}
 
 const say = (s: string): void => { process.stdout.write(`\x1b[1m» ${s}\x1b[0m\n`); };
 
@@ -64,47 +43,30 @@ async function main(): Promise<void> {
   const client = await openClient();
   await client.cmd('DEBUG', 'POPULATE', String(KEYS), 'key', '100');
 
-  let acked = 0;
-  let errors = 0;
-  let maxGap = 0;
-  let stop = false;
   say('a client now writes continuously over ONE TCP connection: INCR counter + RPUSH log <n>');
-  const writer = (async () => {
-    let last = performance.now();
-    while (!stop) {
-      const n = await client.cmd('INCR', 'counter');
-      if (n !== `:${acked + 1}`) { errors++; process.stderr.write(`counter jumped: expected ${acked + 1}, got ${n}\n`); }
-      const l = await client.cmd('RPUSH', 'log', String(acked + 1));
-      if (l !== `:${acked + 1}`) { errors++; process.stderr.write(`log length ${l}, expected ${acked + 1}\n`); }
-      acked++;
-      const now = performance.now();
-      maxGap = Math.max(maxGap, now - last);
-      last = now;
-    }
-  })();
+  const writer = new Writer(client);
 
   const ferry = join(packageRoot(), 'bin/ferry.js');
   const stalls: number[] = [];
   for (const to of [b.name, a.name]) {
     await new Promise((r) => setTimeout(r, 1500)); // let the client write for a while: this is the demo's pacing
-    say(`ferry migrate ${NAME} --to ${to}   (acknowledged writes so far: ${acked})`);
-    maxGap = 0;
+    say(`ferry migrate ${NAME} --to ${to}   (acknowledged writes so far: ${writer.acked})`);
+    writer.maxGap = 0;
     const r = spawnSync(process.execPath, [ferry, 'migrate', NAME, '--to', to], { stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`ferry migrate exited ${r.status}`);
-    const at = acked;
-    while (acked < at + 200 && !client.broken) await new Promise((res) => setTimeout(res, 50));
-    stalls.push(maxGap);
-    say(`client saw a longest stall of ${maxGap.toFixed(0)} ms; writes continue (${acked} acknowledged)`);
+    const at = writer.acked;
+    while (writer.acked < at + 200 && !client.broken) await new Promise((res) => setTimeout(res, 50));
+    stalls.push(writer.maxGap);
+    say(`client saw a longest stall of ${writer.maxGap.toFixed(0)} ms; writes continue (${writer.acked} acknowledged)`);
   }
-  stop = true;
-  await writer.catch((e: unknown) => { errors++; process.stderr.write(`client failed: ${(e as Error).message}\n`); });
+  await writer.stop();
 
   const llen = await client.cmd('LLEN', 'log');
   const dbsize = await client.cmd('DBSIZE');
   const checks: [string, boolean][] = [
     [`the client's TCP connection never broke`, client.broken === null],
-    [`every acknowledged write is present (LLEN log = ${llen.slice(1)}, acknowledged ${acked})`, llen === `:${acked}`],
-    [`the counter never skipped or repeated`, errors === 0],
+    [`every acknowledged write is present (LLEN log = ${llen.slice(1)}, acknowledged ${writer.acked})`, llen === `:${writer.acked}`],
+    [`the counter never skipped or repeated`, writer.errors === 0],
     [`all ${KEYS} preloaded keys are there (DBSIZE ${dbsize.slice(1)})`, dbsize === `:${KEYS + 2}`],
   ];
   say('verdict');

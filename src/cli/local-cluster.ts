@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, rmdirSync, statSync, writeFileSync, closeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { packageRoot } from '../util/package-root.js';
 import { FerryError } from '../protocol/index.js';
 import { dial } from '../rpc/handshake.js';
 import { run } from '../util/exec.js';
@@ -13,16 +14,7 @@ import { silentLogger } from '../log/logger.js';
 import { ClusterConfig, loadCluster, type HostConfig } from '../cluster.js';
 import { deadline } from '../util/abort.js';
 
-/** The package root, wherever the compiled file sits. */
-export function packageRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json'))) {
-    const up = dirname(d);
-    if (up === d) throw new FerryError('E_INTERNAL', 'cannot find the Ferry package root');
-    d = up;
-  }
-  return d;
-}
+export { packageRoot } from '../util/package-root.js';
 
 export interface LocalClusterOptions {
   file: string;

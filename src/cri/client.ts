@@ -1,12 +1,11 @@
 // A CRI v1 RuntimeService client over containerd's unix socket: the calls kubelet makes, typed, cancellable.
 
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Client, credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { loadSync, type MethodDefinition, type PackageDefinition } from '@grpc/proto-loader';
 import { FerryError } from '../protocol/errors.js';
 import { criError } from './errors.js';
+import { packageRoot } from '../util/package-root.js';
 import type {
   Container, ContainerConfig, ContainerFilter, ContainerStatusResponse, PodSandbox, PodSandboxConfig, PodSandboxFilter,
   PodSandboxStatusResponse, VersionResponse,
@@ -15,17 +14,6 @@ import type {
 /** kubelet's `--runtime-request-timeout` default: the deadline of every call but StopContainer's. */
 export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
 const SERVICE = 'runtime.v1.RuntimeService';
-
-/** The package root (where package.json is), so the .proto is found from src/ (vitest) and dist/ alike. */
-function packageRoot(): string {
-  let d = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(d, 'package.json'))) {
-    const up = dirname(d);
-    if (up === d) throw new FerryError('E_INTERNAL', 'cannot find the Ferry package root');
-    d = up;
-  }
-  return d;
-}
 
 /** Path of the vendored CRI api.proto (always read from src/, which every checkout has). */
 export const CRI_PROTO = join(packageRoot(), 'src/cri/api.proto');

@@ -7,7 +7,8 @@ import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CriClient } from '../../src/cri/client.js';
-import { KubeletStandIn } from '../../src/cri/kubelet.js';
+import { KubeletStandIn, type Step } from '../../src/cri/kubelet.js';
+import type { Connection } from '../../src/rpc/connection.js';
 import { criHostPaths } from '../../src/cri/paths.js';
 import type { PodSpec } from '../../src/cri/pod-config.js';
 import { ClusterEvent, ControllerApi, type MigrationReport } from '../../src/protocol/index.js';
@@ -57,6 +58,21 @@ function shimLogHas(host: string, msg: string, pod: string): boolean {
   const f = `/var/log/ferry/shim-${host}.log`;
   if (!existsSync(f)) return false;
   return readFileSync(f, 'utf8').split('\n').some((l) => l.includes(`"msg":"${msg}"`) && l.includes(`"pod":"${pod}"`));
+}
+
+/** The CRI calls kubelet saw fail, as `Step: message` (empty when the pod ran or went as asked). */
+const stepErrors = (r: { steps: Step[] }): string[] => r.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`);
+
+/** A controller connection collecting the final report of every migration (cluster events). */
+async function watchReports(): Promise<{ ctl: Connection; reports: MigrationReport[] }> {
+  const ctl = await controller();
+  const reports: MigrationReport[] = [];
+  ctl.on('event', (m, p) => {
+    const e = ClusterEvent.payload.safeParse(p);
+    if (m === ClusterEvent.name && e.success && e.data.type === 'migration') reports.push((e.data.data as { report: MigrationReport }).report);
+  });
+  await ctl.request(ControllerApi.WatchEvents, {});
+  return { ctl, reports };
 }
 
 /** The init pid runc-v2 recorded for a pod container of a host. */
@@ -126,7 +142,7 @@ describe('pod deletion through the containerd shim', () => {
   it('an opted-in pod deleted on one host continues on the other with every acknowledged write', async () => {
     const spec = redisPod('redis-0', 'uid-a-1', { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B });
     const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
-    expect(started.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+    expect(stepErrors(started)).toEqual([]);
     await waitFor(() => redisListeners(PORT).length, (n) => n === 1, 15_000, 'redis listening');
     const conn = await RedisConn.open(PORT);
     expect(await conn.cmd('SET', 'hello', 'world')).toBe('+OK');
@@ -145,8 +161,8 @@ describe('pod deletion through the containerd shim', () => {
     const deletion = kubeA.deletePod(started.podId, 30, AbortSignal.timeout(120_000));
     const replacement = kubeB.runPod({ ...spec, uid: 'uid-b-1' }, AbortSignal.timeout(120_000));
     const [del, rep] = await Promise.all([deletion, replacement]);
-    expect(del.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
-    expect(rep.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+    expect(stepErrors(del)).toEqual([]);
+    expect(stepErrors(rep)).toEqual([]);
 
     // The workload continues: the same TCP connection, the counter exact, the pre-deletion key there.
     const at = writer.acked;
@@ -196,7 +212,7 @@ describe('pod deletion through the containerd shim', () => {
     const del = await kubeA.deletePod(started.podId, 30, AbortSignal.timeout(120_000));
     const rep = await replacement;
     expect(del.ok).toBe(true);
-    expect(rep.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+    expect(stepErrors(rep)).toEqual([]);
     expect(await conn.cmd('GET', 'early').catch((e: Error) => e.message)).not.toMatch(/connection/);
     expect(await conn.cmd('EXISTS', 'early')).toBe(':1');
     conn.close();
@@ -223,7 +239,7 @@ describe('pod deletion through the containerd shim', () => {
       kubeB.runPod({ ...spec, uid: 'uid-m-2' }, AbortSignal.timeout(120_000)),
     ]);
     expect(del.ok).toBe(true);
-    expect(rep.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+    expect(stepErrors(rep)).toEqual([]);
     const rootB = `/proc/${initPid(B, rep.containers['counter']!)}/root`;
     expect(readFileSync(`${rootB}/rwfile`, 'utf8')).toBe('layer\n');
     // Written once, before the move: only the transfer can have put it into the new sandbox's tmpfs.
@@ -235,14 +251,8 @@ describe('pod deletion through the containerd shim', () => {
   });
 
   it('StatefulSet order (ferry.dev/release: staged): the deletion completes first, the same-named replacement restores later', async () => {
-    const ctl = await controller();
-    const reports: MigrationReport[] = [];
-    ctl.on('event', (m, p) => {
-      const e = ClusterEvent.payload.safeParse(p);
-      if (m === ClusterEvent.name && e.success && e.data.type === 'migration') reports.push((e.data.data as { report: MigrationReport }).report);
-    });
+    const { ctl, reports } = await watchReports();
     try {
-      await ctl.request(ControllerApi.WatchEvents, {});
       const spec = redisPod('db-0', 'uid-s-1', { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B, 'ferry.dev/release': 'staged' });
       const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
       expect(started.ok).toBe(true);
@@ -254,7 +264,7 @@ describe('pod deletion through the containerd shim', () => {
 
       // kubelet finishes the deletion on its own: the old pod is gone before any replacement exists.
       const del = await kubeA.deletePod(started.podId, 30, AbortSignal.timeout(60_000));
-      expect(del.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+      expect(stepErrors(del)).toEqual([]);
       expect(await criA.listContainers()).toEqual([]);
       expect(await criA.listPodSandbox()).toEqual([]);
       expect(staged(B)).toEqual([expect.objectContaining({ pulled: true })]);
@@ -263,7 +273,7 @@ describe('pod deletion through the containerd shim', () => {
 
       // Only now does the StatefulSet create db-0 again (the scheduler put it on B); its shim restores it.
       const rep = await kubeB.runPod({ ...spec, uid: 'uid-s-2' }, AbortSignal.timeout(120_000));
-      expect(rep.steps.filter((s) => s.error).map((s) => `${s.step}: ${s.error?.message}`)).toEqual([]);
+      expect(stepErrors(rep)).toEqual([]);
       const r = await waitFor(() => reports.find((x) => x.container === 'default/db-0/redis'), (x) => x !== undefined, 30_000, 'the final report');
       expect(r?.result).toBe('succeeded');
 
@@ -286,14 +296,8 @@ describe('pod deletion through the containerd shim', () => {
   });
 
   it('a replacement that never comes: the pod is reported lost, the deletion proceeds, nothing is left', async () => {
-    const ctl = await controller();
-    const reports: MigrationReport[] = [];
-    ctl.on('event', (m, p) => {
-      const e = ClusterEvent.payload.safeParse(p);
-      if (m === ClusterEvent.name && e.success && e.data.type === 'migration') reports.push((e.data.data as { report: MigrationReport }).report);
-    });
+    const { ctl, reports } = await watchReports();
     try {
-      await ctl.request(ControllerApi.WatchEvents, {});
       // A 5 s grace period leaves the migration 3 s: enough to dump and stage, not to wait for an owner that never acts.
       const spec = { ...redisPod('orphan-0', 'uid-o-1', { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B }), terminationGracePeriodSeconds: 5 };
       const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
