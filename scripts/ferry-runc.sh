@@ -16,6 +16,10 @@
 
 REAL_RUNC=/usr/sbin/runc        # rewritten by install-host.sh
 CRIU=/opt/ferry/bin/criu
+# Ferry's own lazy-pages daemon (native/lazyd, installed by setup.sh): same command line and protocol as
+# `criu lazy-pages`, but it keeps copying in the background while the task faults (docs/lazyd.md). Without
+# it, or when the image dir holds `ferry-criu-lazy` (benchmarks compare the two), CRIU's daemon runs.
+LAZYD=/opt/ferry/bin/ferry-lazyd
 CRIU_CONF=/opt/ferry/etc/criu.conf
 LOG_DIR=/var/log/ferry
 
@@ -112,8 +116,10 @@ if [ "$sub" = restore ]; then
     # Plain sh (no arrays): the agent writes an IP and a port number, nothing that word-splitting could break.
     ps_args=""
     [ -n "${ps_port:-}" ] && ps_args="--page-server --address $ps_addr --port $ps_port"
+    daemon=$CRIU
+    [ -x "$LAZYD" ] && [ ! -f "$img/ferry-criu-lazy" ] && daemon=$LAZYD
     # shellcheck disable=SC2086
-    setsid "$CRIU" lazy-pages $ps_args --images-dir "$img" --work-dir "$work" -o "$img/lazy-pages.log" -v2 </dev/null >/dev/null 2>&1 &
+    setsid "$daemon" lazy-pages $ps_args --images-dir "$img" --work-dir "$work" -o "$img/lazy-pages.log" -v2 </dev/null >/dev/null 2>&1 &
     echo $! > "$img/lazy.pid"
     i=0
     while [ ! -S "$work/lazy-pages.socket" ] && [ $i -lt 2000 ]; do sleep 0.001; i=$((i + 1)); done

@@ -52,6 +52,11 @@ fi
 
 # Pre-copy's native dirty tracker (idempotent: a no-op when the binary is newer than its sources).
 sh native/dirtytrack/build.sh
+# Ferry's lazy-pages daemon, which ferry-runc starts for lazy restores (docs/lazyd.md). ferry-runc must not
+# depend on the checkout, so the binary goes next to it; replaced only when it changed.
+sh native/lazyd/build.sh
+cmp -s native/lazyd/build/ferry-lazyd /opt/ferry/bin/ferry-lazyd 2>/dev/null \
+  || install -m 755 native/lazyd/build/ferry-lazyd /opt/ferry/bin/ferry-lazyd
 
 # Build only when something tsc reads is newer than the last successful build.
 STAMP=dist/.ferry-build-stamp

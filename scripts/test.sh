@@ -9,6 +9,8 @@ mkdir -p .ferry
 status=0
 # The native dirty tracker (pre-copy's building block) has its own suite: real ptrace/uffd on test workloads.
 bash native/dirtytrack/test/run.sh 2>&1 | tee .ferry/native.log || status=$?
+# So has the lazy-pages daemon: real CRIU dumps and lazy restores of memhog, compared with criu lazy-pages.
+bash native/lazyd/test/run.sh 2>&1 | tee .ferry/lazyd.log || status=$?
 vstatus=0
 npx vitest run --reporter=default --reporter=json --outputFile.json=.ferry/vitest.json "$@" || vstatus=$?
 [ "$vstatus" = 0 ] || status=$vstatus
@@ -18,8 +20,10 @@ node -e '
   const r = JSON.parse(fs.readFileSync(".ferry/vitest.json", "utf8"));
   // A suite that fails in a hook fails no single test; count it, so the line never hides a failure.
   let passed = r.numPassedTests, failed = r.numFailedTests > 0 ? r.numFailedTests : r.numFailedTestSuites;
-  const native = /^(\d+) passed, (\d+) failed$/m.exec(fs.readFileSync(".ferry/native.log", "utf8"));
-  if (native) { passed += Number(native[1]); failed += Number(native[2]); } else failed += 1;
+  for (const log of [".ferry/native.log", ".ferry/lazyd.log"]) {
+    const native = /^(\d+) passed, (\d+) failed$/m.exec(fs.readFileSync(log, "utf8"));
+    if (native) { passed += Number(native[1]); failed += Number(native[2]); } else failed += 1;
+  }
   console.log(`tests: ${passed} passed, ${failed} failed` + (r.numPendingTests ? `, ${r.numPendingTests} skipped` : ""));
 ' || true
 exit $status
