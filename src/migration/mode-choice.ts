@@ -29,9 +29,10 @@ export interface ModeModel {
   /** Pre-copy's lazy final phase, besides the final delta: runc dump set-up, docker start, round trips (0.56–0.66 s measured). */
   precopyFixedMs: number;
   /**
-   * Above this write rate the lazy restore stalls the workload: every write to a page not filled yet is a
-   * fault, and CRIU's lazy-pages daemon shrinks its background chunk to 64 KiB on each one, so the fill
-   * crawls (1 GiB at 24 k pages/s: stall p50 7.5 s and a fill > 60 s; at 2.4 k pages/s: 0.69 s).
+   * Above this write rate pre-copy does not pay here: the rounds stop converging and the final delta
+   * (read and shipped inside the freeze) makes the freeze no shorter than stop-and-copy's (1 GiB at
+   * 24 k pages/s: pre-copy 3.4 s stall p50, stop-and-copy 2.9 s; at 2.4 k pages/s: 0.6 s against 2.8 s).
+   * With criu lazy-pages the fill also crawled under such writers (3.5 min); ferry-lazyd fills it in 4.6 s.
    */
   lazyFaultLimitPagesPerSec: number;
   /** Pre-copy only pays when the writer dirties less than this fraction of what the link moves. */
@@ -79,7 +80,7 @@ export function chooseMode(i: ModeInputs, m: ModeModel = DEFAULT_MODE_MODEL): Mo
   if (i.dirtyPagesPerSec === null) return pick('stop-and-copy', 'not-measured', 'the write rate could not be measured: pre-copy would run blind');
   const rate = i.dirtyPagesPerSec;
   if (rate > m.lazyFaultLimitPagesPerSec)
-    return pick('stop-and-copy', 'heavy-writer', `writes ${r0(rate)} pages/s, above the ${m.lazyFaultLimitPagesPerSec} pages/s a lazy restore absorbs here without stalling the workload on faults`);
+    return pick('stop-and-copy', 'heavy-writer', `writes ${r0(rate)} pages/s, above the ${m.lazyFaultLimitPagesPerSec} pages/s pre-copy's rounds can outpace here: its final delta would make the freeze no shorter than stop-and-copy's`);
   const ratio = (rate * PAGE_BYTES) / i.linkBytesPerSec;
   if (ratio >= m.maxDirtyToLink)
     return pick('stop-and-copy', 'outruns-link', `writes ${((rate * PAGE_BYTES) / 1e6).toFixed(1)} MB/s, ${(ratio * 100).toFixed(0)}% of the link's ${((i.linkBytesPerSec) / 1e6).toFixed(0)} MB/s: rounds would not converge`);
