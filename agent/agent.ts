@@ -124,6 +124,7 @@ export class Agent {
    * an --add-runtime runtime using the runc v2 shim land in runtime-runc: look where the state really is.
    */
   private async runcRoot(runtime: string, id: string): Promise<string> {
+    if (runtime === CRI_RUNTIME) return this.cri.runcRoot();
     for (const name of new Set([runtime, 'runc'])) {
       const root = join(this.cfg.execRoot, `runtime-${name}`, 'moby');
       if (await stat(join(root, id, 'state.json')).then(() => true, () => false)) return root;
@@ -334,7 +335,9 @@ export class Agent {
     this.log.error({ migrationId: mid, err: e.message }, 'lazy page serving failed; killing the restored container');
     const lazy = Number(await readFile(join(this.states.imagesDir(mid), 'lazy.pid'), 'utf8').catch(() => '0'));
     if (lazy && processAlive(lazy)) process.kill(lazy, 'SIGKILL');
-    await this.docker.docker.getContainer(containerId).kill({ signal: 'SIGKILL' }).catch(() => undefined);
+    const st = await this.states.load(mid).catch(() => null);
+    if (st?.pod) await this.cri.kill(this.cfg.runc, containerId).catch(() => false);
+    else await this.docker.docker.getContainer(containerId).kill({ signal: 'SIGKILL' }).catch(() => undefined);
   }
 
   private async finishTarget(p: P<'FinishTarget'>): R<'FinishTarget'> {
@@ -390,8 +393,7 @@ export class Agent {
 
   /** Source, for `--mode auto`: count the container's writes over a short window; nothing stays attached. */
   private async sampleDirtyRate(p: P<'SampleDirtyRate'>, c: CallContext): R<'SampleDirtyRate'> {
-    const d = await this.docker.describe(p.containerId, c.signal);
-    if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
+    const d = await this.runningContainer(p.containerId, c.signal);
     if (!this.caps.uffd) throw new FerryError('E_PRECONDITION', `host ${this.cfg.host} has no userfaultfd: writes cannot be tracked`);
     await this.assertSettled(d.id);
     return sampleDirtyRate(this.cfg.dirtytrack, d.pid, p.windowMs, this.log, c.signal);
@@ -404,15 +406,14 @@ export class Agent {
     const running = this.precopies.get(p.migrationId);
     if (prior?.role === 'source' && running) return { processes: 0, attachMs: 0 };
     if (prior) throw new FerryError('E_PRECONDITION', `migration ${p.migrationId} already has state on ${this.cfg.host}`);
-    const d = await this.docker.describe(p.containerId, c.signal);
-    if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
+    const d = await this.runningContainer(p.containerId, c.signal);
     if (!d.upperDir) throw new FerryError('E_PRECONDITION', 'storage driver has no overlay upperdir');
     await this.assertSettled(d.id);
     await this.states.create(p.migrationId);
     await this.states.save({
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
-      restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name), upperDir: d.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null, pod: null, shmDir: null,
+      restartPolicy: d.restartPolicy, volumes: d.volumes, upperDir: d.upperDir,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: d.pod, shmDir: d.shmDir,
     });
     let src: PrecopySource;
     try {
@@ -421,7 +422,9 @@ export class Agent {
       await this.states.remove(p.migrationId);
       throw e;
     }
-    if (this.cfg.lazyFinal) {
+    // The mirror is what a rollback restores from after CRIU let the task go; a pod's task cannot be taken
+    // back by containerd then (lost, never rolled back), so it needs none.
+    if (this.cfg.lazyFinal && !d.pod) {
       src.mirror = await PageStore.open(join(this.states.dir(p.migrationId), 'mirror'));
       this.mirrors.set(p.migrationId, src.mirror);
     }
@@ -525,17 +528,16 @@ export class Agent {
       return { manifest: prior.manifest, imageBytes: await dirBytes(this.states.imagesDir(p.migrationId)), timings: {} };
     const pre = this.precopies.get(p.migrationId);
     if (prior && !(prior.role === 'source' && pre)) throw new FerryError('E_PRECONDITION', `migration ${p.migrationId} has stale state on ${this.cfg.host}`);
-    const pc = pre ? null : await this.cri.describe(p.containerId);
-    if (pc) return this.checkpointPod(p, pc, c.signal);
-    const d = await this.docker.describe(p.containerId, c.signal);
-    if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
+    const pc = await this.cri.describe(p.containerId);
+    if (pc && !pre) return this.checkpointPod(p, pc, c.signal);
+    const d = await this.runningContainer(p.containerId, c.signal);
     if (!d.upperDir) throw new FerryError('E_PRECONDITION', 'storage driver has no overlay upperdir');
     if (!prior) await this.assertSettled(d.id);
     if (!prior) await this.states.create(p.migrationId);
     const st: SourceState = prior?.role === 'source' ? prior : {
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
-      restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name), upperDir: d.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null, pod: null, shmDir: null,
+      restartPolicy: d.restartPolicy, volumes: d.volumes, upperDir: d.upperDir,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: d.pod, shmDir: d.shmDir,
     };
     await this.states.save(st);
     const timings: Record<string, number> = {};
@@ -583,6 +585,7 @@ export class Agent {
     }
     entries.push({ kind: 'rootfs-diff' });
     for (const v of st.volumes) entries.push({ kind: 'volume', name: v });
+    if (st.pod && st.shmDir) entries.push({ kind: 'volume', name: POD_SHM_VOLUME });
     const manifest = { entries };
     await this.states.save({ ...st, dumped: true, manifest, cpuQuotaUs: null });
     return { manifest, imageBytes, timings };
@@ -640,7 +643,8 @@ export class Agent {
     const freezer = await freezerStateFile(d.pid);
     if (!freezer) throw new FerryError('E_PRECONDITION', 'pre-copy needs the cgroup v1 freezer');
     // Without a mirror a rollback after CRIU lets go would have no pages: refuse before freezing anything.
-    if (!this.mirrors.has(mid)) throw new FerryError('E_PRECONDITION', `no pre-copy mirror for ${mid}`);
+    // (A pod's container has none: after that point it is lost, not rolled back.)
+    if (!this.mirrors.has(mid) && d.runtime !== CRI_RUNTIME) throw new FerryError('E_PRECONDITION', `no pre-copy mirror for ${mid}`);
     const frozenAt = performance.now();
     await freeze(freezer, signal);
     let lazy: LazyDump | null = null;
@@ -793,6 +797,29 @@ export class Agent {
 
   // ---- pods (containerd CRI; the shim side is shim/) ----------------------------------------------
 
+  /** A running container by id, Docker's or a pod's, with what the pre-copy and final-phase paths need. */
+  private async runningContainer(id: string, signal: AbortSignal): Promise<{
+    id: string; name: string; pid: number; runtime: string; upperDir: string | null; pod: PodIdentity | null; shmDir: string | null;
+    restartPolicy: SourceState['restartPolicy']; volumes: string[];
+  }> {
+    const pc = await this.cri.describe(id);
+    if (pc) {
+      if (!pc.running) throw new FerryError('E_PRECONDITION', `${podKey(pc.pod)} is not running on ${this.cfg.host}`);
+      const foreign = pc.rejectReasons.filter((r) => r.startsWith('volume'));
+      if (foreign.length) throw new FerryError('E_PRECONDITION', `${podKey(pc.pod)}: ${foreign.join('; ')}`);
+      return {
+        id: pc.id, name: podKey(pc.pod), pid: pc.pid, runtime: CRI_RUNTIME, upperDir: pc.upperDir, pod: pc.pod, shmDir: pc.shmDir,
+        restartPolicy: { name: 'no', maximumRetryCount: 0 }, volumes: [],
+      };
+    }
+    const d = await this.docker.describe(id, signal);
+    if (!d.running) throw new FerryError('E_PRECONDITION', `container ${d.name} is not running`);
+    return {
+      id: d.id, name: d.name, pid: d.pid, runtime: d.runtime, upperDir: d.upperDir, pod: null, shmDir: null,
+      restartPolicy: d.spec.restartPolicy, volumes: d.spec.volumes.map((v) => v.name),
+    };
+  }
+
   /** Source: freeze and dump a pod's container with runc; its rw layer travels, there are no volumes. */
   private async checkpointPod(p: P<'Checkpoint'>, pc: CriContainer, signal: AbortSignal): R<'Checkpoint'> {
     if (!pc.running) throw new FerryError('E_PRECONDITION', `${podKey(pc.pod)} is not running on ${this.cfg.host}`);
@@ -902,6 +929,13 @@ export class Agent {
     if (shmTarget && (await readdir(shm).catch(() => [] as string[])).length > 0)
       await run('cp', ['-a', `${shm}/.`, `${shmTarget}/`], { signal: c.signal, errorCode: 'E_CRIU_RESTORE' });
     await this.states.save({ ...st, containerId: p.containerId, upperDir: p.upperDir });
+    const imagesDir = this.states.imagesDir(mid);
+    if (await hasLazyDelta(imagesDir)) {
+      // Pre-copy's lazy final phase: the memory is this agent's page store plus the delta, served to the
+      // lazy-pages daemon that ferry-runc starts for runc-v2's restore (ferry-lazy names the port).
+      this.pageServers.get(mid)?.close();
+      this.pageServers.set(mid, await this.servePages(mid, p.containerId, imagesDir, this.stores.get(mid)?.store ?? null));
+    }
     this.log.info({ migrationId: mid, pod: key, containerId: p.containerId, copyMs: since(t0) }, 'replacement pod claimed its migrated state');
     return { migrationId: mid, imagesDir: this.states.imagesDir(mid) };
   }
@@ -1028,6 +1062,8 @@ export class Agent {
 export const newToken = (): string => randomBytes(24).toString('hex');
 /** The manifest's name for a pod's /dev/shm contents. */
 const POD_SHM_VOLUME = 'pod-shm';
+/** runcRoot()'s name for containerd's (CRI's) runc root. */
+const CRI_RUNTIME = 'containerd-cri';
 
 function tokensEqual(a: string, b: string): boolean {
   const x = Buffer.from(a);

@@ -17,6 +17,7 @@ export const Annotation = {
   MAX_DOWNTIME: 'ferry.dev/max-downtime',
   ON_FAILURE: 'ferry.dev/on-failure',
   RELEASE: 'ferry.dev/release',
+  MODE: 'ferry.dev/mode',
   GRACE_PERIOD: 'io.kubernetes.pod.terminationGracePeriod',
 } as const;
 
@@ -44,6 +45,8 @@ export interface ShimContainer {
   readonly onFailure: 'proceed' | 'refuse';
   /** `ferry.dev/release`: let the deletion go on once the container runs on the destination (default), or once its state is staged there (StatefulSets). */
   readonly release: 'running' | 'staged';
+  /** `ferry.dev/mode`: how the memory moves (default stop-and-copy; `precopy` or `auto` for large, live memory). */
+  readonly mode: 'stop-and-copy' | 'precopy' | 'auto';
   /** `io.kubernetes.pod.terminationGracePeriod` in seconds. */
   readonly terminationGracePeriodS: number | null;
   /** The overlay rootfs's `upperdir=` (the container's rw layer), from the Create request's mounts. */
@@ -115,6 +118,10 @@ export function parseShimContainer(req: Pick<CreateTaskRequestValue, 'id' | 'bun
   const release = releaseRaw === 'staged' ? 'staged' : 'running';
   if (releaseRaw !== null && releaseRaw !== 'staged' && releaseRaw !== 'running') invalid.push(Annotation.RELEASE);
 
+  const modeRaw = str(Annotation.MODE);
+  const mode = modeRaw === 'precopy' || modeRaw === 'auto' ? modeRaw : 'stop-and-copy';
+  if (modeRaw !== null && mode !== modeRaw) invalid.push(Annotation.MODE);
+
   const graceRaw = str(Annotation.GRACE_PERIOD);
   let terminationGracePeriodS: number | null = null;
   if (graceRaw !== null) {
@@ -136,6 +143,7 @@ export function parseShimContainer(req: Pick<CreateTaskRequestValue, 'id' | 'bun
     maxDowntimeMs,
     onFailure,
     release,
+    mode,
     terminationGracePeriodS,
     upperDir: upperDirOf(req.rootfs),
     annotations: a,

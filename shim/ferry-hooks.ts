@@ -72,7 +72,7 @@ export function createHooks(config: ShimConfig, log: Logger): ShimHooks {
       try {
         const conn = await connect(clusterOf().controller.url, 'controller', signal);
         const r = await conn.request(ControllerApi.MigratePod, {
-          host: config.host, containerId: c.id, to: c.to, maxDowntimeMs: c.maxDowntimeMs, timeoutMs: budget, release: c.release,
+          host: config.host, containerId: c.id, to: c.to, maxDowntimeMs: c.maxDowntimeMs, timeoutMs: budget, release: c.release, mode: c.mode,
         }, { signal, timeoutMs: budget + GRACE_MARGIN_MS / 2 });
         // The grace period is what kubelet granted the deletion: say how much of it the migration used.
         log.info({

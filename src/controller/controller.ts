@@ -167,7 +167,7 @@ export class Controller {
     const to = p.to ?? this.registry.names().find((n) => n !== p.host && this.registry.get(n)?.connected && !this.cordoned.has(n));
     if (!to) throw new FerryError('E_UNAVAILABLE', `no connected, uncordoned host to move ${p.containerId.slice(0, 12)} to`);
     const req = {
-      container: p.containerId, from: p.host, to, dryRun: false, timeoutMs: p.timeoutMs, mode: 'stop-and-copy' as const, pod: true,
+      container: p.containerId, from: p.host, to, dryRun: false, timeoutMs: p.timeoutMs, mode: p.mode, pod: true,
       ...(p.maxDowntimeMs === null ? {} : { maxDowntimeMs: p.maxDowntimeMs }),
     };
     if (p.release === 'running') return this.migrate(req, signal);

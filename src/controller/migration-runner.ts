@@ -119,13 +119,6 @@ export class MigrationRunner {
         this.undo.push({ name: 'abort target', fn: async () => { await this.dest.call(AgentApi.AbortTarget, { migrationId: this.id }, { timeoutMs: 60_000 }); } });
         await this.dest.call(AgentApi.PrepareTarget, { migrationId: this.id, spec: this.located.spec, pod: this.located.pod }, { signal: deadline });
         if (this.located.pod) this.deps.onPodStaged?.(this.located.pod, this.dest.name, this.id);
-        if (this.located.pod && !this.req.replacementWaitMs) {
-          // The owner creates the replacement as the old pod goes; freezing before it can take the state would
-          // put its whole start (a sandbox: ~0.4 s here) inside the freeze. Wait for it, while the container
-          // runs on, for at most half the budget; a StatefulSet (released once staged) cannot come first.
-          const r = await this.dest.call(AgentApi.AwaitReplacement, { migrationId: this.id, waitMs: Math.floor(this.req.timeoutMs / 2) }, { signal: deadline });
-          this.phases['prepare.awaitReplacement'] = r.waitedMs;
-        }
       });
       const token = randomBytes(24).toString('hex');
       const rollbackSource = { name: 'roll back source', fn: async () => {
@@ -136,6 +129,15 @@ export class MigrationRunner {
         // Registered before the call: tracking that started but whose reply was lost is still released.
         this.undo.push(rollbackSource);
         await this.precopy(token, deadline);
+      }
+      if (this.located.pod && !this.req.replacementWaitMs) {
+        // The owner creates the replacement as the old pod goes; freezing before it can take the state would
+        // put its whole start (a sandbox: ~0.4 s here) inside the freeze. Wait for it, while the container
+        // runs on (and pre-copy's rounds are done), for at most half the budget; a StatefulSet (released once
+        // staged) cannot come first.
+        const tw = performance.now();
+        const r = await this.dest.call(AgentApi.AwaitReplacement, { migrationId: this.id, waitMs: Math.max(0, Math.floor(this.req.timeoutMs / 2 - (tw - t0))) }, { signal: deadline });
+        this.phases.awaitReplacement = r.waitedMs;
       }
       const cp = await this.step('checkpointing', 'checkpoint', async () => {
         // Registered before the call: a dump that fails half-way, or whose reply is lost, still gets undone.

@@ -412,6 +412,8 @@ export const MigratePod = method(
      * to that point; a staged state then waits REPLACEMENT_WAIT_MS for its replacement.
      */
     release: z.enum(['running', 'staged']).default('running'),
+    /** How the memory moves (pod annotation ferry.dev/mode); stop-and-copy unless the pod asks. */
+    mode: RequestedMode.default('stop-and-copy'),
   }),
   MigrationReport,
 );

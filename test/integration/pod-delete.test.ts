@@ -14,7 +14,7 @@ import type { PodSpec } from '../../src/cri/pod-config.js';
 import { ClusterEvent, ControllerApi, type MigrationReport } from '../../src/protocol/index.js';
 import { run } from '../../src/util/exec.js';
 import { packageRoot } from '../../src/cli/local-cluster.js';
-import { RedisConn, cluster, controller, expectNoResidue, waitFor } from './helpers.js';
+import { RedisConn, cluster, controller, expectNoResidue, lineCommand, waitFor } from './helpers.js';
 import { TEST_CLUSTER_FILE, TEST_HOSTS } from './cluster.js';
 
 const [A, B] = TEST_HOSTS;
@@ -248,6 +248,38 @@ describe('pod deletion through the containerd shim', () => {
     expect(after).toBeGreaterThan(before);
     expect((await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000))).ok).toBe(true);
     await expectNoResidue();
+  });
+
+  it('ferry.dev/mode: precopy moves a writing pod in rounds, and every page arrives exact', async () => {
+    const { ctl, reports } = await watchReports();
+    try {
+      const HOG = 28321;
+      const spec: PodSpec = {
+        name: 'hog-0', namespace: 'default', uid: 'uid-h-1', runtimeHandler: 'ferry', terminationGracePeriodSeconds: 60,
+        annotations: { 'ferry.dev/migrate': 'true', 'ferry.dev/to': B, 'ferry.dev/mode': 'precopy' },
+        containers: [{ name: 'hog', image: 'ferry/memhog:1', command: ['memhog', '--mib', '128', '--rate', '2000', '--pattern', 'random', '--port', String(HOG)] }],
+      };
+      const started = await kubeA.runPod(spec, AbortSignal.timeout(60_000));
+      expect(stepErrors(started)).toEqual([]);
+      await waitFor(() => lineCommand(HOG, 'verify'), (r) => r === 'ok 32768', 30_000, 'memhog to answer');
+      const [del, rep] = await Promise.all([
+        kubeA.deletePod(started.podId, 60, AbortSignal.timeout(120_000)),
+        kubeB.runPod({ ...spec, uid: 'uid-h-2' }, AbortSignal.timeout(120_000)),
+      ]);
+      expect(stepErrors(del)).toEqual([]);
+      expect(stepErrors(rep)).toEqual([]);
+      const r = await waitFor(() => reports.find((x) => x.container === 'default/hog-0/hog'), (x) => x !== undefined, 60_000, 'the report');
+      expect(r).toMatchObject({ result: 'succeeded', strategy: 'precopy' });
+      expect(r?.rounds?.length).toBeGreaterThan(0);
+      // memhog's own oracle: every page consistent with exactly one write history, on the destination.
+      expect(await lineCommand(HOG, 'verify')).toBe('ok 32768');
+      await waitFor(() => staged(B), (s) => s.length === 0, 60_000, 'destination state released (fill done)');
+      expect(await lineCommand(HOG, 'verify')).toBe('ok 32768');
+      expect((await kubeB.deletePod(rep.podId, 2, AbortSignal.timeout(60_000))).ok).toBe(true);
+      await expectNoResidue();
+    } finally {
+      ctl.close();
+    }
   });
 
   it('StatefulSet order (ferry.dev/release: staged): the deletion completes first, the same-named replacement restores later', async () => {

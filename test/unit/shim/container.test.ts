@@ -44,6 +44,7 @@ describe('parseShimContainer', () => {
       maxDowntimeMs: 100,
       onFailure: 'refuse',
       release: 'staged',
+      mode: 'stop-and-copy',
       terminationGracePeriodS: 45,
       upperDir: '/var/lib/containerd/snapshots/12/fs',
       annotations: criApp,
