@@ -2,7 +2,7 @@
 
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { processAlive } from '../src/util/process.js';
-import { join } from 'node:path';
+import { isAbsolute, join, normalize } from 'node:path';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Counter, Histogram, Registry } from 'prom-client';
 import client from 'prom-client';
@@ -900,6 +900,8 @@ export class Agent {
    */
   private async shimClaim(p: P<'ShimClaim'>, c: CallContext): R<'ShimClaim'> {
     this.assertOwnShim(c);
+    // The rw layer is copied into this path as root: only an overlay snapshot's upper dir qualifies.
+    if (!isSnapshotUpperDir(p.upperDir)) throw new FerryError('E_INVALID_ARGUMENT', `${p.upperDir.slice(0, 200)} is not an overlay snapshot's upper dir`);
     const key = podKey(p.pod);
     let st: TargetState | null = null;
     for (const mid of await this.states.list()) {
@@ -1060,6 +1062,10 @@ export class Agent {
 }
 
 export const newToken = (): string => randomBytes(24).toString('hex');
+/** containerd's overlayfs snapshotter keeps a snapshot's upper dir at <root>/snapshots/<n>/fs. */
+export const isSnapshotUpperDir = (p: string): boolean =>
+  isAbsolute(p) && normalize(p) === p && /\/io\.containerd\.snapshotter\.v1\.overlayfs\/snapshots\/\d+\/fs$/.test(p);
+
 /** The manifest's name for a pod's /dev/shm contents. */
 const POD_SHM_VOLUME = 'pod-shm';
 /** runcRoot()'s name for containerd's (CRI's) runc root. */

@@ -39,3 +39,13 @@ describe('which mounts of a pod container travel', () => {
     expect(podMounts([])).toEqual({ shmDir: null, foreign: [] });
   });
 });
+
+describe('where a claim may copy a rw layer', () => {
+  it('only into an overlay snapshot of containerd', async () => {
+    const { isSnapshotUpperDir } = await import('../../../agent/agent.js');
+    expect(isSnapshotUpperDir('/var/lib/ferry/hosts/b/cri/root/io.containerd.snapshotter.v1.overlayfs/snapshots/42/fs')).toBe(true);
+    expect(isSnapshotUpperDir('/etc')).toBe(false);
+    expect(isSnapshotUpperDir('/x/io.containerd.snapshotter.v1.overlayfs/snapshots/42/../../../../etc/fs')).toBe(false);
+    expect(isSnapshotUpperDir('relative/io.containerd.snapshotter.v1.overlayfs/snapshots/1/fs')).toBe(false);
+  });
+});
