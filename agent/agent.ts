@@ -22,7 +22,7 @@ import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
 import { LazyPageServer, type PageSource } from './lazy/page-server.js';
 import type { FrozenPages } from './precopy/source.js';
 import { sampleDirtyRate } from './precopy/sample.js';
-import { DeltaStoreSource, encodeDelta, hasLazyDelta, lazyDeltaName, splitByRead } from './lazy/sources.js';
+import { DeltaStoreSource, hasLazyDelta, lazyDeltaName, splitByRead, writeDelta } from './lazy/sources.js';
 import { PageSet } from '../src/criu/page-set.js';
 import { PE_LAZY, PE_PRESENT, pagemapPid, parsePagemap } from '../src/criu/pagemap.js';
 import { LocalStates, type SourceState, type TargetState } from './local-state.js';
@@ -667,7 +667,7 @@ export class Agent {
         if (pid === null) continue;
         const pm = parsePagemap(await readFile(join(imagesDir, name)));
         const need: { start: number; end: number }[] = [];
-        const runs: { vaddr: number; data: Buffer }[] = [];
+        const runs: { vaddr: number; pages: Buffer[] }[] = [];
         const read = frozen.get(pid);
         for (const e of pm.entries) {
           if (!(e.flags & PE_LAZY) || e.flags & PE_PRESENT) continue;
@@ -676,14 +676,14 @@ export class Agent {
             // What the final scan already read from the frozen task ships as it is; only the rest (pages the
             // tracker did not see written) is asked of CRIU.
             for (const part of splitByRead(r.start, r.end, read)) {
-              if (part.data) { runs.push({ vaddr: part.start, data: part.data }); fromScan += part.data.length / 4096; }
+              if (part.pages) { runs.push({ vaddr: part.start, pages: part.pages }); fromScan += part.pages.length; }
               else need.push(part);
             }
           }
         }
-        shipped += await lazy.client.fetch(pid, need, (vaddr, data) => { runs.push({ vaddr, data }); }, signal);
+        shipped += await lazy.client.fetch(pid, need, (vaddr, data) => { runs.push({ vaddr, pages: [data] }); }, signal);
         runs.sort((a, b) => a.vaddr - b.vaddr);
-        await writeFile(join(imagesDir, lazyDeltaName(pid)), encodeDelta(runs), { mode: 0o600 });
+        await writeDelta(join(imagesDir, lazyDeltaName(pid)), runs);
       }
       timings.deltaFetch = since(tx);
       timings.deltaPages = shipped + fromScan;

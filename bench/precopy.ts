@@ -25,7 +25,7 @@ const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').filter(Boolean));
 interface Run { strategy: string; autoReason: string | null; fillMs: number | null; stallMs: number; totalMs: number; downtimeMs: number; bytes: number; rounds: number; reason: string | null; achievedRate: number; freeze: Record<string, number> }
 
 /** The freeze's parts as the agents measured them (checkpoint.* up to restore.*). */
-const freezeParts = (r: MigrationReport): Record<string, number> => Object.fromEntries(Object.entries(r.phases).filter(([k]) => /^(checkpoint\.|transfer$|restore\.dockerStart)/.test(k)));
+const freezeParts = (r: MigrationReport): Record<string, number> => Object.fromEntries(Object.entries(r.phases).filter(([k]) => /^(checkpoint\.|transfer$|transfer\.|restore\.)/.test(k)));
 
 async function main(): Promise<void> {
   const cluster = loadCluster(clusterFile());

@@ -1,12 +1,12 @@
 // The destination's page source for a lazy final phase: delta first, store second, never a page it lacks.
 
 import { mkdtempSync, rmSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PageStore } from '../../../agent/precopy/page-store.js';
-import { DeltaStoreSource, encodeDelta, lazyDeltaName, splitByRead } from '../../../agent/lazy/sources.js';
+import { DeltaStoreSource, encodeDelta, lazyDeltaName, splitByRead, writeDelta } from '../../../agent/lazy/sources.js';
 import fc from 'fast-check';
 import { parseDelta } from '../../../agent/precopy/delta.js';
 
@@ -54,7 +54,7 @@ describe('splitByRead: what the final scan read from the frozen task, and what s
   it('cuts a range at every boundary between read and unread pages, with the read bytes in order', () => {
     const read = new Map([[1 * P, page(1)], [2 * P, page(2)], [5 * P, page(5)]]);
     const parts = splitByRead(0, 7 * P, read);
-    expect(parts.map((x) => [x.start / P, x.end / P, x.data ? tags(x.data) : null])).toEqual([
+    expect(parts.map((x) => [x.start / P, x.end / P, x.pages ? tags(Buffer.concat(x.pages)) : null])).toEqual([
       [0, 1, null], [1, 3, [1, 2]], [3, 5, null], [5, 6, [5]], [6, 7, null],
     ]);
     expect(splitByRead(0, 2 * P, undefined)).toEqual([{ start: 0, end: 2 * P }]);
@@ -68,11 +68,26 @@ describe('splitByRead: what the final scan read from the frozen task, and what s
       for (const x of parts) {
         expect(x.start).toBe(at);
         expect(x.end).toBeGreaterThan(x.start);
-        for (let a = x.start; a < x.end; a += P) expect(read.has(a)).toBe(!!x.data);
-        if (x.data) expect(tags(x.data)).toEqual(Array.from({ length: (x.end - x.start) / P }, (_, i) => x.start / P + i));
+        for (let a = x.start; a < x.end; a += P) expect(read.has(a)).toBe(!!x.pages);
+        if (x.pages) expect(tags(Buffer.concat(x.pages))).toEqual(Array.from({ length: (x.end - x.start) / P }, (_, i) => x.start / P + i));
         at = x.end;
       }
       expect(at).toBe(n * P);
     }));
+  });
+});
+
+describe('writeDelta: the delta file written from page buffers, uncopied', () => {
+  it('is byte for byte what encodeDelta makes, across writev batches', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'ferry-wd-'));
+    try {
+      // 700 runs of 1-3 pages: more than one 1000-buffer writev batch.
+      const runs = Array.from({ length: 700 }, (_, i) => ({ vaddr: (i * 8 + 1) * P, pages: Array.from({ length: 1 + (i % 3) }, (_, k) => page(i * 3 + k)) }));
+      await writeDelta(join(dir, 'd'), runs);
+      const want = encodeDelta(runs.map((r) => ({ vaddr: r.vaddr, data: Buffer.concat(r.pages) })));
+      expect((await readFile(join(dir, 'd'))).equals(want)).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
