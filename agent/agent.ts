@@ -2,7 +2,7 @@
 
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { processAlive } from '../src/util/process.js';
-import { isAbsolute, join, normalize } from 'node:path';
+import { dirname, isAbsolute, join, normalize } from 'node:path';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Counter, Histogram, Registry } from 'prom-client';
 import client from 'prom-client';
@@ -19,6 +19,7 @@ import { run } from '../src/util/exec.js';
 import { deadline } from '../src/util/abort.js';
 import { RuncCheckpointer, freeze, freezerStateFile } from './runtime/runc-checkpointer.js';
 import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
+import { tcpTuplesOf } from './lazy/tcp-tuples.js';
 import { LazyPageServer, type PageSource } from './lazy/page-server.js';
 import type { FrozenPages } from './precopy/source.js';
 import { sampleDirtyRate } from './precopy/sample.js';
@@ -62,6 +63,10 @@ export class Agent {
   private readonly pageServers = new Map<string, LazyPageServer>();
   /** Pod migrations staged here: woken when their state has arrived, and when the replacement's restore came back. */
   private readonly pulledWaiters = new Map<string, Set<() => void>>();
+  /** Source side of a pure post-copy: CRIU's lazy session, the only place the dumped pages still are. */
+  private readonly postcopies = new Map<string, LazyDump>();
+  /** Destination side: the authenticated connection pages are fetched over from the source. */
+  private readonly remotes = new Map<string, { conn: Connection; token: string }>();
   /** Pod migrations whose replacement has come to claim them, and who waits for that. */
   private readonly claimsArrived = new Set<string>();
   private readonly claimWaiters = new Map<string, Set<() => void>>();
@@ -109,6 +114,7 @@ export class Agent {
       h('RollbackSource', (p) => this.rollbackSource(p)),
       h('TransferPull', (p, c) => this.transferPull(p, c), ['agent']),
       h('TransferPrecopy', (p, c) => this.transferPrecopy(p, c), ['agent']),
+      h('TransferPages', (p, c) => this.transferPages(p, c), ['agent']),
       h('ShimClaim', (p, c) => this.shimClaim(p, c), ['shim']),
       h('AwaitReplacement', (p, c) => this.awaitClaim(p, c)),
       h('ShimRestored', (p, c) => this.shimRestored(p, c), ['shim']),
@@ -235,7 +241,8 @@ export class Agent {
       receiver.verify(sent.entries);
     } finally {
       await receiver.dispose();
-      if (!reuse) conn.close();
+      if (p.manifest.entries.some((e) => e.kind === 'image-file' && e.name === POSTCOPY_MARK)) this.remotes.set(p.migrationId, { conn, token: p.token });
+      else if (!reuse) conn.close();
     }
     const timings: Record<string, number> = { dial: dialMs, stream: since(t0) - dialMs, ...receiver.kindMs };
     if (p.manifest.entries.some((e) => e.kind === 'image-file' && e.name.endsWith(DELTA_SUFFIX))) {
@@ -272,7 +279,15 @@ export class Agent {
       await writeFile(join(imagesDir, 'inventory.img'), 'corrupted by fault injection');
     }
     const timings: Record<string, number> = {};
-    if (await hasLazyDelta(imagesDir)) {
+    const remote = this.remotes.get(p.migrationId);
+    if (remote && !remote.conn.closed) {
+      // Pure post-copy: every page is still on the source, in CRIU's lazy session; faults and the daemon's
+      // background requests are fetched from there over the agents' connection.
+      const tl = performance.now();
+      this.pageServers.get(p.migrationId)?.close();
+      this.pageServers.set(p.migrationId, await this.servePagesFrom(p.migrationId, st.containerId, imagesDir, this.remoteSource(p.migrationId, remote.conn, remote.token)));
+      timings.pageServer = since(tl);
+    } else if (await hasLazyDelta(imagesDir)) {
       // A lazy final phase: no pages file holds the memory; this agent serves it (store + delta).
       const tl = performance.now();
       this.pageServers.get(p.migrationId)?.close();
@@ -294,7 +309,11 @@ export class Agent {
    * imagesDir starts; ferry-runc reads the port from `ferry-lazy`.
    */
   private async servePages(mid: string, containerId: string, imagesDir: string, store: PageStore | null): Promise<LazyPageServer> {
-    let source: PageSource = await DeltaStoreSource.load(imagesDir, store);
+    return this.servePagesFrom(mid, containerId, imagesDir, await DeltaStoreSource.load(imagesDir, store));
+  }
+
+  private async servePagesFrom(mid: string, containerId: string, imagesDir: string, from: PageSource): Promise<LazyPageServer> {
+    let source = from;
     if (this.faultArg('lazy-serve-hold') !== null) source = this.heldSource(source);
     const server = await LazyPageServer.listen(source, this.log);
     server.done.catch((e: unknown) => void this.killRestored(mid, containerId, e as Error));
@@ -349,10 +368,21 @@ export class Agent {
       // The daemon exits 0 only after CLOSE; a daemon that died early left holes, which `done` reports.
       try {
         await server.done;
+      } catch (e) {
+        // The restored task was killed rather than run on missing pages (killRestored): nothing of it may stay.
+        const st = await this.states.load(p.migrationId).catch(() => null);
+        if (st?.role === 'target' && !st.pod) await this.docker.remove(st.containerId).catch(() => false);
+        this.remotes.get(p.migrationId)?.conn.close();
+        this.remotes.delete(p.migrationId);
+        await this.dropStore(p.migrationId);
+        await this.states.remove(p.migrationId);
+        throw e;
       } finally {
         server.close();
       }
     }
+    this.remotes.get(p.migrationId)?.conn.close();
+    this.remotes.delete(p.migrationId);
     await this.dropStore(p.migrationId);
     this.claimsArrived.delete(p.migrationId);
     await this.states.remove(p.migrationId);
@@ -383,6 +413,8 @@ export class Agent {
     if (lazy && processAlive(lazy)) process.kill(lazy, 'SIGKILL');
     this.pageServers.get(p.migrationId)?.close();
     this.pageServers.delete(p.migrationId);
+    this.remotes.get(p.migrationId)?.conn.close();
+    this.remotes.delete(p.migrationId);
     for (const v of st.createdVolumes) await this.docker.removeVolumeIfUnused(v);
     await this.dropStore(p.migrationId);
     await this.states.remove(p.migrationId);
@@ -413,7 +445,7 @@ export class Agent {
     await this.states.save({
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
       restartPolicy: d.restartPolicy, volumes: d.volumes, upperDir: d.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null, pod: d.pod, shmDir: d.shmDir,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: d.pod, shmDir: d.shmDir, postcopy: false,
     });
     let src: PrecopySource;
     try {
@@ -537,7 +569,7 @@ export class Agent {
     const st: SourceState = prior?.role === 'source' ? prior : {
       role: 'source', migrationId: p.migrationId, containerId: d.id, peer: p.peer, token: p.token,
       restartPolicy: d.restartPolicy, volumes: d.volumes, upperDir: d.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null, pod: d.pod, shmDir: d.shmDir,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: d.pod, shmDir: d.shmDir, postcopy: p.postcopy,
     };
     await this.states.save(st);
     const timings: Record<string, number> = {};
@@ -550,7 +582,9 @@ export class Agent {
     const imagesDir = this.states.imagesDir(p.migrationId);
     try {
       const onFrozen = pre ? async (): Promise<void> => { clean = await this.finalScan(p.migrationId, pre.src, timings); } : undefined;
-      const { frozenAt } = pre && this.cfg.lazyFinal
+      const { frozenAt } = p.postcopy && !pre
+        ? await this.postcopyDump(p.migrationId, d, imagesDir, timings, c.signal)
+        : pre && this.cfg.lazyFinal
         ? await this.lazyFinal(p.migrationId, d, imagesDir, pre.src, timings, c.signal)
         : await this.checkpointer.dump(await this.runcRoot(d.runtime, d.id), d.id, d.pid, imagesDir, this.states.workDir(p.migrationId), c.signal, onFrozen);
       // The workload ran until it was frozen: the controller subtracts this from the freeze it measures.
@@ -714,6 +748,12 @@ export class Agent {
     if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
     await this.endPrecopy(p.migrationId);
     await this.dropMirror(p.migrationId);
+    const lazy = this.postcopies.get(p.migrationId);
+    if (lazy) {
+      // The destination has every page (FinishTarget came first): CRIU may go, and runc removes the cgroup.
+      this.postcopies.delete(p.migrationId);
+      await lazy.finish().catch((e: unknown) => this.log.warn({ migrationId: p.migrationId, err: (e as Error).message }, 'CRIU lazy session did not end cleanly'));
+    }
     if (st.pod) {
       // The dump ended the task; containerd and kubelet finish the pod's deletion (the shim lets it go on).
       await this.states.remove(p.migrationId);
@@ -731,6 +771,7 @@ export class Agent {
     if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
     await this.endPrecopy(p.migrationId);
     if (st.pod) return this.rollbackPod(st);
+    if (st.postcopy && st.dumped) return this.rollbackPostcopy(st);
     if (st.cpuQuotaUs !== null) await this.restoreQuota(st);
     let restored = false;
     if (st.dumped && !(await this.docker.isRunning(st.containerId))) {
@@ -795,6 +836,131 @@ export class Agent {
     return done;
   }
 
+  // ---- pure post-copy ----------------------------------------------------------------------------
+
+  /**
+   * Freeze, `dump --lazy-pages`, then kill the dumped tasks at once: CRIU keeps serving their pages from its
+   * page pipes after they are gone, and only their death frees the addresses (sockets) the destination's
+   * restore takes over (docs/postcopy.md). A failure before the kill lets the tasks run on where they were.
+   */
+  private async postcopyDump(mid: string, d: { id: string; pid: number; runtime: string }, imagesDir: string, timings: Record<string, number>, signal: AbortSignal): Promise<{ frozenAt: number }> {
+    const freezer = await freezerStateFile(d.pid);
+    if (!freezer) throw new FerryError('E_PRECONDITION', 'post-copy needs the cgroup v1 freezer');
+    const frozenAt = performance.now();
+    await freeze(freezer, signal);
+    let lazy: LazyDump | null = null;
+    try {
+      const td = performance.now();
+      lazy = await LazyDump.start({
+        runc: this.cfg.runc, criu: this.cfg.criu, criuConfigFile: this.cfg.criuConfigFile, runcRoot: await this.runcRoot(d.runtime, d.id),
+        id: d.id, imagesDir, workDir: this.states.workDir(mid), signal,
+      });
+      timings.dump = since(td);
+      if (this.cfg.faults.includes('postcopy-dump-fail')) throw new FerryError('E_FAULT_INJECTED', 'post-copy dump failed by fault injection');
+      await writeFile(join(imagesDir, POSTCOPY_MARK), '', { mode: 0o600 });
+    } catch (e) {
+      if (lazy && !lazy.ended) {
+        await lazy.abort();
+        await dropNetworkLock(imagesDir);
+      }
+      await writeFile(freezer, 'THAWED').catch(() => undefined);
+      throw e;
+    }
+    // From here the pages exist only in CRIU's session: a rollback restores from it, a lost session is a lost workload.
+    const procs = (await readFile(join(dirname(freezer), 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean).map(Number);
+    const conns = await tcpTuplesOf(procs);
+    for (const pid of procs) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    await writeFile(freezer, 'THAWED');
+    // A killed task's connection does not vanish: it closes with a FIN that CRIU's network lock drops, and
+    // lingers (FIN_WAIT) holding its 4-tuple, which the destination's restore needs (EADDRNOTAVAIL).
+    // Destroy it (SOCK_DESTROY); its RST is dropped by the same lock, so the peer notices nothing.
+    for (const t of conns) await run('ss', ['-K', '-t', 'src', t.local, 'dst', t.remote], { allowFailure: true, signal });
+    timings.connections = conns.length;
+    this.postcopies.set(mid, lazy);
+    timings.killed = procs.length;
+    return { frozenAt };
+  }
+
+  /** A page source reading the live CRIU session of a post-copy (source side: rollback; the peer asks over TransferPages). */
+  private criuSource(lazy: LazyDump, signal: AbortSignal): PageSource {
+    return {
+      read: async (pid, vaddr, nr) => {
+        const parts: Buffer[] = [];
+        await lazy.client.fetch(pid, [{ start: vaddr, end: vaddr + nr * 4096 }], (_v, data) => { parts.push(data); }, signal);
+        return parts.length ? Buffer.concat(parts) : null;
+      },
+    };
+  }
+
+  /** Destination: pages of a post-copy, fetched from the source agent as the lazy-pages daemon asks for them. */
+  private remoteSource(mid: string, conn: Connection, token: string): PageSource {
+    let served = 0;
+    return {
+      read: async (pid, vaddr, nr) => {
+        const failAt = this.faultArg('postcopy-fetch-fail');
+        if (failAt !== null && served >= failAt) throw new FerryError('E_FAULT_INJECTED', `post-copy page fetch failed by fault injection after ${served} requests`);
+        served++;
+        const r = await conn.request(AgentApi.TransferPages, { migrationId: mid, token, pid, vaddr, nr: Math.min(nr, 1024) }, { timeoutMs: 60_000 });
+        return r.data.length ? Buffer.from(r.data.buffer, r.data.byteOffset, r.data.length) : null;
+      },
+    };
+  }
+
+  /** Source, for the destination agent of a post-copy: pages from CRIU's lazy session. */
+  private async transferPages(p: P<'TransferPages'>, c: CallContext): R<'TransferPages'> {
+    const st = await this.states.load(p.migrationId);
+    if (!st || st.role !== 'source' || !st.postcopy) throw new FerryError('E_NOT_FOUND', `no post-copy ${p.migrationId} on ${this.cfg.host}`);
+    if (c.conn.peerName !== st.peer || !tokensEqual(p.token, st.token)) throw new FerryError('E_FORBIDDEN', `${c.conn.peerName} may not read ${p.migrationId}`);
+    const lazy = this.postcopies.get(p.migrationId);
+    if (!lazy || lazy.ended) throw new FerryError('E_LOST', `the pages of ${p.migrationId} were only in CRIU's session on ${this.cfg.host}, which is gone`);
+    const data = await this.criuSource(lazy, c.signal).read(p.pid, p.vaddr, p.nr);
+    if (!data) throw new FerryError('E_INTEGRITY', `CRIU has no pages at ${p.vaddr.toString(16)} of ${p.pid}`);
+    this.metrics.bytes.inc({ direction: 'out' }, data.length);
+    return { data: data as Uint8Array<ArrayBuffer> };
+  }
+
+  /**
+   * Before the commit point: the tasks are dead, their pages in CRIU's session. The killed tasks stay zombies
+   * under CRIU (their tracer) until it exits, so Docker sees the container running until then: take every
+   * page out of the session first (as a lazy delta), end it, and restore here lazily from the delta.
+   */
+  private async rollbackPostcopy(st: SourceState): R<'RollbackSource'> {
+    const lazy = this.postcopies.get(st.migrationId);
+    const imagesDir = this.states.imagesDir(st.migrationId);
+    if (!lazy || lazy.ended) {
+      await dropNetworkLock(imagesDir);
+      await this.states.remove(st.migrationId);
+      return { restored: false, running: false, lost: true };
+    }
+    const signal = AbortSignal.timeout(LAZY_FILL_TIMEOUT_MS);
+    for (const name of await readdir(imagesDir)) {
+      const pid = pagemapPid(name);
+      if (pid === null) continue;
+      const need = parsePagemap(await readFile(join(imagesDir, name))).entries
+        .filter((e) => e.flags & PE_LAZY && !(e.flags & PE_PRESENT)).map((e) => ({ start: e.vaddr, end: e.vaddr + e.nrPages * 4096 }));
+      const runs: { vaddr: number; pages: Buffer[] }[] = [];
+      await lazy.client.fetch(pid, need, (vaddr, data) => { runs.push({ vaddr, pages: [data] }); }, signal);
+      runs.sort((a, b) => a.vaddr - b.vaddr);
+      await writeDelta(join(imagesDir, lazyDeltaName(pid)), runs);
+    }
+    this.postcopies.delete(st.migrationId);
+    await lazy.finish().catch((e: unknown) => this.log.warn({ migrationId: st.migrationId, err: (e as Error).message }, 'CRIU lazy session did not end cleanly'));
+    await this.docker.waitNotRunning(st.containerId, AbortSignal.timeout(30_000));
+    const server = await this.servePages(st.migrationId, st.containerId, imagesDir, null);
+    try {
+      await this.startFromImages(st.containerId, imagesDir);
+      await this.waitLazyFill(st.migrationId, AbortSignal.timeout(LAZY_FILL_TIMEOUT_MS));
+      await server.done;
+    } finally {
+      server.close();
+    }
+    if (st.restartPolicy.name !== '' && st.restartPolicy.name !== 'no') await this.docker.setRestartPolicy(st.containerId, st.restartPolicy);
+    const running = await this.docker.isRunning(st.containerId);
+    if (!running) throw new FerryError('E_CRIU_RESTORE', `container ${st.containerId.slice(0, 12)} did not come back on ${this.cfg.host}`);
+    await this.states.remove(st.migrationId);
+    return { restored: true, running, lost: false };
+  }
+
   // ---- pods (containerd CRI; the shim side is shim/) ----------------------------------------------
 
   /** A running container by id, Docker's or a pod's, with what the pre-copy and final-phase paths need. */
@@ -829,7 +995,7 @@ export class Agent {
     const st: SourceState = {
       role: 'source', migrationId: p.migrationId, containerId: pc.id, peer: p.peer, token: p.token,
       restartPolicy: { name: 'no', maximumRetryCount: 0 }, volumes: [], upperDir: pc.upperDir,
-      dumped: false, manifest: null, cpuQuotaUs: null, pod: pc.pod, shmDir: pc.shmDir,
+      dumped: false, manifest: null, cpuQuotaUs: null, pod: pc.pod, shmDir: pc.shmDir, postcopy: false,
     };
     await this.states.save(st);
     const imagesDir = this.states.imagesDir(p.migrationId);
@@ -1068,6 +1234,8 @@ export const isSnapshotUpperDir = (p: string): boolean =>
 
 /** The manifest's name for a pod's /dev/shm contents. */
 const POD_SHM_VOLUME = 'pod-shm';
+/** Marks a post-copy's images (it travels with them): the destination fetches pages from the source. */
+const POSTCOPY_MARK = 'ferry-postcopy';
 /** runcRoot()'s name for containerd's (CRI's) runc root. */
 const CRI_RUNTIME = 'containerd-cri';
 

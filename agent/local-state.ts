@@ -25,6 +25,8 @@ export const SourceState = z.object({
   pod: PodIdentity.nullable().default(null),
   /** A pod's /dev/shm (the sandbox's tmpfs): its files travel as the volume POD_SHM_VOLUME. */
   shmDir: z.string().nullable().default(null),
+  /** Pure post-copy: the dumped tasks are dead, their pages live only in CRIU's lazy session (this agent's memory). */
+  postcopy: z.boolean().default(false),
 });
 export type SourceState = z.infer<typeof SourceState>;
 

@@ -17,7 +17,7 @@ const SIZES = (process.env.BENCH_SIZES ?? '256,1024').split(',').map(Number);
 /** Dirty rates in MB/s (4 KiB pages written at random). */
 const RATES = (process.env.BENCH_RATES ?? '0,10,100').split(',').map(Number);
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
-const MODES = (process.env.BENCH_MODES ?? 'precopy,stop-and-copy,auto').split(',') as ('auto' | 'precopy' | 'stop-and-copy')[];
+const MODES = (process.env.BENCH_MODES ?? 'precopy,stop-and-copy,auto').split(',') as ('auto' | 'precopy' | 'postcopy' | 'stop-and-copy')[];
 const NAME = 'bench-precopy';
 /** Configurations to leave out, as MiB:MB/s:mode (e.g. `1024:100:precopy`, whose lazy fill alone takes minutes a run). */
 const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').filter(Boolean));

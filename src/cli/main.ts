@@ -86,11 +86,11 @@ program.command('migrate')
   .option('--json', 'NDJSON progress events and the final report on stdout')
   .option('--dry-run', 'run the preflight checks only; change nothing')
   .option('--timeout <duration>', 'give up (and roll back) after this long', parseDuration, 600_000)
-  .addOption(new Option('--mode <mode>', 'auto: measure the container\'s write rate and pick; precopy: move memory in rounds while the container runs; stop-and-copy: all of it inside the freeze').choices(['auto', 'precopy', 'stop-and-copy']).default('auto'))
+  .addOption(new Option('--mode <mode>', 'auto: measure the container\'s write rate and pick; precopy: move memory in rounds while the container runs; postcopy: run on the destination at once and fetch the memory after (lost if the source fails meanwhile); stop-and-copy: all of it inside the freeze').choices(['auto', 'precopy', 'postcopy', 'stop-and-copy']).default('auto'))
   .option('--max-downtime <duration>', 'pre-copy: stop the rounds once the predicted freeze fits this', parseDuration, 100)
   .option('--max-rounds <n>', 'pre-copy: at most this many rounds', parseCount, 30)
   .option('--auto-converge', 'pre-copy: throttle the container\'s CPU in steps while it writes faster than the link moves pages (always restored)')
-  .action(async (container: string, o: { to: string; from?: string; json?: boolean; dryRun?: boolean; timeout: number; mode: 'auto' | 'precopy' | 'stop-and-copy'; maxDowntime: number; maxRounds: number; autoConverge?: boolean }) => {
+  .action(async (container: string, o: { to: string; from?: string; json?: boolean; dryRun?: boolean; timeout: number; mode: 'auto' | 'precopy' | 'postcopy' | 'stop-and-copy'; maxDowntime: number; maxRounds: number; autoConverge?: boolean }) => {
     const c = await controller();
     const tty = !o.json && process.stderr.isTTY === true;
     const line = tty ? new ProgressLine(process.stderr) : null;

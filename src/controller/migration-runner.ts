@@ -81,7 +81,7 @@ export class MigrationRunner {
 
   constructor(private readonly req: MigrationRequest, private readonly deps: RunnerDeps) {
     // `auto` is resolved in preflight, once the container's write rate is known.
-    this.mode = req.mode === 'precopy' ? 'precopy' : 'stop-and-copy';
+    this.mode = req.mode === 'precopy' || req.mode === 'postcopy' ? req.mode : 'stop-and-copy';
   }
 
   /**
@@ -143,7 +143,7 @@ export class MigrationRunner {
         // Registered before the call: a dump that fails half-way, or whose reply is lost, still gets undone.
         if (!this.undo.includes(rollbackSource) && this.mode !== 'precopy') this.undo.push(rollbackSource);
         const called = performance.now();
-        const r = await this.source.call(AgentApi.Checkpoint, { migrationId: this.id, containerId: this.located.id, peer: this.dest.name, token }, { signal: deadline });
+        const r = await this.source.call(AgentApi.Checkpoint, { migrationId: this.id, containerId: this.located.id, peer: this.dest.name, token, postcopy: this.mode === 'postcopy' }, { signal: deadline });
         // The freeze began when CRIU stopped the tasks, not when we asked: the agent says how long that took.
         freezeStart = called + (r.timings.beforeFreeze ?? 0);
         this.agentTimings('checkpoint', r.timings);
@@ -174,11 +174,14 @@ export class MigrationRunner {
     // The container already runs on the destination; a lazy restore may still be filling its memory, which
     // can take minutes under a heavy writer (docs/postcopy.md). Say so rather than look stuck.
     this.deps.progress({ migrationId: this.id, phase: 'cleanup', state: 'started', message: `running on ${this.dest.name}; waiting for its memory to arrive in full before releasing it` });
-    const cleanupErrors = await this.cleanup();
+    const { errors: cleanupErrors, lost } = await this.cleanup();
     this.phases.cleanup = ms(tc);
     this.deps.progress({ migrationId: this.id, phase: 'cleanup', state: cleanupErrors.length ? 'failed' : 'done' });
     this.to('done');
-    const r = this.report('succeeded', t0, downtime, null, cleanupErrors.length ? [...checks, ...cleanupErrors.map((c) => `cleanup pending: ${c}`)] : checks);
+    const pending = cleanupErrors.length ? [...checks, ...cleanupErrors.map((c) => `cleanup pending: ${c}`)] : checks;
+    const r = lost
+      ? this.report('lost', t0, downtime, { code: 'E_LOST', message: `${this.located.name} was lost after it ran on ${this.dest.name}: ${lost}` }, pending)
+      : this.report('succeeded', t0, downtime, null, pending);
     this.deps.onFinished?.(r);
     return r;
   }
@@ -250,6 +253,9 @@ export class MigrationRunner {
     if (this.mode === 'precopy') {
       if (!this.source.caps?.uffd) throw new FerryError('E_PRECONDITION', `host ${this.source.name} has no userfaultfd: pre-copy cannot track writes there (use --mode stop-and-copy)`);
       checks.push(`strategy precopy (max downtime ${this.req.maxDowntimeMs ?? 100} ms, max rounds ${this.req.maxRounds ?? 30}${this.req.autoConverge ? ', auto-converge' : ''}): reversible until the destination runs`);
+    } else if (this.mode === 'postcopy') {
+      if (!this.dest.caps?.uffd) throw new FerryError('E_PRECONDITION', `host ${this.dest.name} has no userfaultfd: it cannot run a task before its memory arrived (use --mode stop-and-copy)`);
+      checks.push(`strategy postcopy: the destination runs before its memory arrived and fetches every page from ${this.source.name}; reversible until the destination runs, lost (never rolled back) if ${this.source.name} fails before the last page arrived`);
     } else checks.push('strategy stop-and-copy: reversible until the destination runs');
     this.phases.preflight = ms(tp);
     return checks;
@@ -374,25 +380,33 @@ export class MigrationRunner {
   }
 
   /** After the commit point nothing may fail the migration; leftovers are reported and retried on recovery. */
-  private async cleanup(): Promise<string[]> {
+  /**
+   * After the commit point nothing may fail the migration; leftovers are reported and retried on recovery.
+   * Post-copy is the exception: the destination still fetches pages from the source until its fill ends, so
+   * the destination finishes first, and a fill that fails means the workload is lost (the destination killed
+   * its copy rather than run on zero pages).
+   */
+  private async cleanup(): Promise<{ errors: string[]; lost: string | null }> {
     const errors: string[] = [];
-    for (const [what, fn] of [
-      ['remove source copy', () => this.source.call(AgentApi.CommitSource, { migrationId: this.id }, { timeoutMs: 60_000 })],
-      // The destination answers once the lazy fill has brought every page; until then the container stays
-      // claimed, so nobody can move it again while part of its memory is still in flight.
-      ['clean destination', async () => {
-        const r = await this.dest.call(AgentApi.FinishTarget, { migrationId: this.id }, { timeoutMs: LAZY_FILL_TIMEOUT_MS + 30_000 });
-        if (r.lazyFillMs !== undefined) this.phases['cleanup.lazyFill'] = r.lazyFillMs;
-      }],
-    ] as const) {
+    let lost: string | null = null;
+    const source = ['remove source copy', () => this.source.call(AgentApi.CommitSource, { migrationId: this.id }, { timeoutMs: 60_000 })] as const;
+    // The destination answers once the lazy fill has brought every page; until then the container stays
+    // claimed, so nobody can move it again while part of its memory is still in flight.
+    const dest = ['clean destination', async () => {
+      const r = await this.dest.call(AgentApi.FinishTarget, { migrationId: this.id }, { timeoutMs: LAZY_FILL_TIMEOUT_MS + 30_000 });
+      if (r.lazyFillMs !== undefined) this.phases['cleanup.lazyFill'] = r.lazyFillMs;
+    }] as const;
+    for (const [what, fn] of this.mode === 'postcopy' ? [dest, source] : [source, dest]) {
       try {
         await fn();
       } catch (e) {
-        errors.push(`${what}: ${asFerryError(e).message}`);
+        const m = asFerryError(e).message;
+        if (this.mode === 'postcopy' && what === 'clean destination') lost = `its memory did not arrive in full (${m})`;
+        else errors.push(`${what}: ${m}`);
         this.deps.log.error({ migrationId: this.id, err: (e as Error).message }, `${what} failed after commit`);
       }
     }
-    return errors;
+    return { errors, lost };
   }
 
   /** An agent's own breakdown of a phase, kept in the report as "phase.part". */

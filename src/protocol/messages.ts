@@ -187,8 +187,22 @@ export const TransferPrecopy = method(
 /** Source: freeze and dump the container (it stops running here) and offer its state for transfer. */
 export const Checkpoint = method(
   'migration/checkpoint',
-  z.object({ migrationId, containerId: z.string(), peer: hostName, token: z.string().max(128) }),
+  z.object({
+    migrationId, containerId: z.string(), peer: hostName, token: z.string().max(128),
+    /**
+     * Pure post-copy: `dump --lazy-pages` and the dumped tasks killed at once (CRIU keeps serving their pages
+     * from its page pipes, docs/postcopy.md), so the destination fetches every page from here after it runs.
+     */
+    postcopy: z.boolean().default(false),
+  }),
   z.object({ manifest: Manifest, imageBytes: z.number().int().min(0), timings: Timings }),
+);
+
+/** Peer agent → source agent of a post-copy: pages of the frozen dump, up to 4 MiB per request. */
+export const TransferPages = method(
+  'transfer/pages',
+  z.object({ migrationId, token: z.string().max(128), pid: z.number().int().min(1), vaddr: z.number().int().min(0), nr: z.number().int().min(1).max(1024) }),
+  z.object({ data: z.instanceof(Uint8Array) }),
 );
 
 /** Destination: pull the state from the source agent, verifying every chunk. */
@@ -266,7 +280,7 @@ export const ShimRestored = method(
 export const AgentApi = {
   AgentInfo, ListContainers, InspectForMigration, PrepareTarget, SampleDirtyRate, PrecopyStart, PrecopyRound, Checkpoint, Pull, Restore,
   CommitSource, FinishTarget, AbortTarget, RollbackSource, TransferPull, TransferPrecopy, AcknowledgeNotice, ShimClaim, ShimRestored,
-  AwaitReplacement,
+  AwaitReplacement, TransferPages,
 } as const;
 
 // ---------------------------------------------------------------------------------------------------
@@ -287,10 +301,10 @@ export const Phase = z.enum(['preflight', 'prepare', 'precopy', 'checkpoint', 't
 export type PhaseName = z.infer<typeof Phase>;
 
 /** How the memory moves: all of it inside the freeze, or in rounds while the container runs. */
-export const MigrationMode = z.enum(['stop-and-copy', 'precopy']);
+export const MigrationMode = z.enum(['stop-and-copy', 'precopy', 'postcopy']);
 export type MigrationMode = z.infer<typeof MigrationMode>;
 /** What a caller may ask for: a mode, or `auto` (the controller measures and picks; the report says why). */
-export const RequestedMode = z.enum(['auto', 'stop-and-copy', 'precopy']);
+export const RequestedMode = z.enum(['auto', 'stop-and-copy', 'precopy', 'postcopy']);
 export type RequestedMode = z.infer<typeof RequestedMode>;
 
 /** How `--mode auto` chose (src/migration/mode-choice.ts). */

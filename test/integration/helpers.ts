@@ -52,7 +52,7 @@ export async function agent(host: string): Promise<Connection> {
   return conn;
 }
 
-export interface MigrateOptions { dryRun?: boolean; mode?: 'auto' | 'precopy' | 'stop-and-copy'; maxRounds?: number; maxDowntimeMs?: number; autoConverge?: boolean }
+export interface MigrateOptions { dryRun?: boolean; mode?: 'auto' | 'precopy' | 'postcopy' | 'stop-and-copy'; maxRounds?: number; maxDowntimeMs?: number; autoConverge?: boolean }
 
 export async function migrate(container: string, to: string, extra: MigrateOptions = {}, onProgress?: (e: ProgressEvent) => void): Promise<MigrationReport> {
   const c = await controller();

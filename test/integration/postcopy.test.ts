@@ -1,0 +1,123 @@
+// Pure post-copy on the real stack: the destination runs before any page has arrived and fetches every page
+// from the source's CRIU session; the dumped tasks are killed at once, so their addresses are free.
+
+import { afterEach, describe, expect, it } from 'vitest';
+import type { MigrationReport } from '../../src/protocol/index.js';
+import { containersNamed, docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startRedis, waitFor } from './helpers.js';
+
+const [A, B] = ['t-a', 't-b'] as const;
+
+async function startRandomHog(name: string, port: number, mib: number, rate: number): Promise<void> {
+  await removeEverywhere(name);
+  const c = await docker(A).createContainer({
+    name, Image: 'ferry/memhog:1', Hostname: name, HostConfig: { NetworkMode: 'host' },
+    Cmd: ['memhog', '--mib', String(mib), '--rate', String(rate), '--pattern', 'random', '--port', String(port)],
+  });
+  await c.start();
+  await waitFor(() => lineCommand(port, 'verify'), (r) => r === `ok ${mib * 256}`, 30_000, 'memhog to answer');
+}
+
+function expectPostcopy(r: MigrationReport): void {
+  expect(r, JSON.stringify(r)).toMatchObject({ result: 'succeeded', strategy: 'postcopy', error: null });
+  // No page moved inside the freeze: the dump wrote none and the destination fetched them all afterwards.
+  expect(r.phases['cleanup.lazyFill'], 'the fill after the freeze').toBeGreaterThan(0);
+  expect(r.phases['checkpoint.killed'], 'the dumped tasks were killed at once').toBeGreaterThanOrEqual(1);
+}
+
+describe('post-copy: memhog page oracle', () => {
+  const NAME = 'it-post-memhog';
+  const PORT = 28131;
+  afterEach(async () => { await removeEverywhere(NAME); });
+
+  it('moves 128 MiB there and back while 2000 random pages/s are written; every page exact', async () => {
+    await startRandomHog(NAME, PORT, 128, 2000);
+    for (const [from, to] of [[A, B], [B, A]] as const) {
+      const r = await migrate(NAME, to, { mode: 'postcopy' });
+      expectPostcopy(r);
+      expect(r.source).toBe(from);
+      await expectOnlyOn(NAME, to);
+      expect(await lineCommand(PORT, 'verify')).toBe('ok 32768');
+    }
+    await expectNoResidue();
+  });
+});
+
+describe('post-copy: failures', () => {
+  const NAME = 'it-post-fail';
+  const PORT = 28132;
+  afterEach(async () => {
+    await removeEverywhere(NAME);
+    await restartAgent(A);
+    await restartAgent(B);
+  });
+
+  it('a restore that fails after the tasks were killed brings them back on the source from CRIU\'s session, every page exact', async () => {
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'restore-fail' });
+    await startRandomHog(NAME, PORT, 64, 2000);
+    const r = await migrate(NAME, B, { mode: 'postcopy' });
+    expect(r, JSON.stringify(r)).toMatchObject({ result: 'rolled_back', strategy: 'postcopy', error: { code: 'E_CRIU_RESTORE' } });
+    await expectOnlyOn(NAME, A);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+    await expectNoResidue();
+  });
+
+  it('a dump that fails before the tasks were killed lets them run on where they were, untouched', async () => {
+    await restartAgent(A, { FERRY_AGENT_FAULTS: 'postcopy-dump-fail' });
+    await startRandomHog(NAME, PORT, 64, 2000);
+    const pid = (await docker(A).getContainer(NAME).inspect()).State.Pid;
+    const r = await migrate(NAME, B, { mode: 'postcopy' });
+    expect(r, JSON.stringify(r)).toMatchObject({ result: 'rolled_back', error: { code: 'E_FAULT_INJECTED' } });
+    await expectOnlyOn(NAME, A);
+    expect((await docker(A).getContainer(NAME).inspect()).State.Pid).toBe(pid);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
+    await expectNoResidue();
+  });
+
+  it('pages that stop coming after the destination ran: reported lost, and it runs nowhere', async () => {
+    // The destination's fetches fail after 20 requests: enough for the restore, not for the whole fill.
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'postcopy-fetch-fail:20' });
+    await startRandomHog(NAME, PORT, 64, 0);
+    const r = await migrate(NAME, B, { mode: 'postcopy' });
+    expect(r, JSON.stringify(r)).toMatchObject({ result: 'lost', strategy: 'postcopy', error: { code: 'E_LOST' } });
+    expect(r.downtimeMs, 'it did run on the destination').not.toBeNull();
+    // Never two copies, and never one running on zero pages: the destination killed its copy, the source's died at the dump.
+    for (const h of [A, B]) expect((await containersNamed(h, NAME)).filter((c) => c.State === 'running'), h).toEqual([]);
+    await expectNoResidue();
+  });
+});
+
+describe('post-copy: Redis under a live client on one TCP connection', () => {
+  const NAME = 'it-post-redis';
+  const PORT = 28133;
+  afterEach(async () => { await removeEverywhere(NAME); });
+
+  it('keeps every acknowledged write and the connection', async () => {
+    await startRedis(A, NAME, PORT);
+    const conn = await RedisConn.open(PORT);
+    expect(await conn.cmd('DEBUG', 'POPULATE', '50000', 'key', '128')).toBe('+OK');
+    let acked = 0;
+    let stop = false;
+    const writer = (async () => {
+      while (!stop) {
+        expect(await conn.cmd('INCR', 'counter')).toBe(`:${acked + 1}`);
+        expect(await conn.cmd('RPUSH', 'log', String(acked + 1))).toBe(`:${acked + 1}`);
+        acked++;
+      }
+    })();
+    try {
+      await expect.poll(() => acked, { timeout: 10_000 }).toBeGreaterThan(100);
+      expectPostcopy(await migrate(NAME, B, { mode: 'postcopy' }));
+      await expectOnlyOn(NAME, B);
+      const at = acked;
+      await expect.poll(() => acked, { timeout: 15_000 }).toBeGreaterThan(at + 100);
+      expect(conn.closedWith).toBeNull();
+    } finally {
+      stop = true;
+      await writer;
+    }
+    expect(await conn.cmd('LLEN', 'log')).toBe(`:${acked}`);
+    expect(await conn.cmd('DBSIZE')).toBe(':50002');
+    conn.close();
+    await expectNoResidue();
+  });
+});
