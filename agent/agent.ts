@@ -19,7 +19,7 @@ import { run } from '../src/util/exec.js';
 import { deadline } from '../src/util/abort.js';
 import { RuncCheckpointer, freeze, freezerStateFile } from './runtime/runc-checkpointer.js';
 import { LazyDump, dropNetworkLock } from './lazy/lazy-dump.js';
-import { tcpTuplesOf } from './lazy/tcp-tuples.js';
+import { tcpTuplesOf, type TcpTuple } from './lazy/tcp-tuples.js';
 import { LazyPageServer, type PageSource } from './lazy/page-server.js';
 import type { FrozenPages } from './precopy/source.js';
 import { sampleDirtyRate } from './precopy/sample.js';
@@ -849,6 +849,8 @@ export class Agent {
     const frozenAt = performance.now();
     await freeze(freezer, signal);
     let lazy: LazyDump | null = null;
+    let procs: number[] = [];
+    let conns: TcpTuple[] = [];
     try {
       const td = performance.now();
       lazy = await LazyDump.start({
@@ -858,6 +860,8 @@ export class Agent {
       timings.dump = since(td);
       if (this.cfg.faults.includes('postcopy-dump-fail')) throw new FerryError('E_FAULT_INJECTED', 'post-copy dump failed by fault injection');
       await writeFile(join(imagesDir, POSTCOPY_MARK), '', { mode: 0o600 });
+      procs = (await readFile(join(dirname(freezer), 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean).map(Number);
+      conns = await tcpTuplesOf(procs);
     } catch (e) {
       if (lazy && !lazy.ended) {
         await lazy.abort();
@@ -867,8 +871,7 @@ export class Agent {
       throw e;
     }
     // From here the pages exist only in CRIU's session: a rollback restores from it, a lost session is a lost workload.
-    const procs = (await readFile(join(dirname(freezer), 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean).map(Number);
-    const conns = await tcpTuplesOf(procs);
+    this.postcopies.set(mid, lazy);
     for (const pid of procs) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
     await writeFile(freezer, 'THAWED');
     // A killed task's connection does not vanish: it closes with a FIN that CRIU's network lock drops, and
@@ -876,7 +879,6 @@ export class Agent {
     // Destroy it (SOCK_DESTROY); its RST is dropped by the same lock, so the peer notices nothing.
     for (const t of conns) await run('ss', ['-K', '-t', 'src', t.local, 'dst', t.remote], { allowFailure: true, signal });
     timings.connections = conns.length;
-    this.postcopies.set(mid, lazy);
     timings.killed = procs.length;
     return { frozenAt };
   }
