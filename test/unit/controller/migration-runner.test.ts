@@ -129,3 +129,31 @@ describe('MigrationRunner', () => {
     await expect(s.runner().run(new AbortController().signal)).rejects.toMatchObject({ code: 'E_PRECONDITION' });
   });
 });
+
+describe('MigrationRunner, post-copy', () => {
+  const postcopy = (s: ReturnType<typeof setup>) => new MigrationRunner({ container: 'web', to: 'b', dryRun: false, timeoutMs: 60_000, mode: 'postcopy' }, {
+    hosts: { get: (n) => (n === 'a' ? s.a : n === 'b' ? s.b : undefined), names: () => ['a', 'b'] },
+    journal: s.journal, log: silentLogger(), claim: () => () => undefined, progress: () => undefined,
+  });
+
+  it('lets the destination finish its fill before the source ends the session the pages come from', async () => {
+    const s = setup();
+    const order: string[] = [];
+    for (const h of [s.a, s.b]) {
+      const call = h.call.bind(h);
+      h.call = async (m, p) => { order.push(`${h.name}:${m.name}`); return call(m, p); };
+    }
+    const r = await postcopy(s).run(new AbortController().signal);
+    expect(r).toMatchObject({ result: 'succeeded', strategy: 'postcopy' });
+    expect(order.slice(-2)).toEqual(['b:migration/finishTarget', 'a:migration/commitSource']);
+  });
+
+  it('a fill that fails after the destination ran is lost, not succeeded and not rolled back', async () => {
+    const s = setup();
+    s.b.failOn.add('migration/finishTarget');
+    const r = await postcopy(s).run(new AbortController().signal);
+    expect(r).toMatchObject({ result: 'lost', error: { code: 'E_LOST' } });
+    expect(r.downtimeMs).not.toBeNull();
+    expect(s.a.calls).not.toContain('migration/rollbackSource');
+  });
+});
