@@ -118,6 +118,9 @@ if [ "$sub" = restore ]; then
     [ -n "${ps_port:-}" ] && ps_args="--page-server --address $ps_addr --port $ps_port"
     daemon=$CRIU
     [ -x "$LAZYD" ] && [ ! -f "$img/ferry-criu-lazy" ] && daemon=$LAZYD
+    # Through a page server each request is a round trip (for post-copy, to the source host): keep more of
+    # them in flight than for local images.
+    [ -n "${ps_port:-}" ] && { FERRY_LAZYD_DEPTH=${FERRY_LAZYD_DEPTH:-6}; export FERRY_LAZYD_DEPTH; }
     # shellcheck disable=SC2086
     setsid "$daemon" lazy-pages $ps_args --images-dir "$img" --work-dir "$work" -o "$img/lazy-pages.log" -v2 </dev/null >/dev/null 2>&1 &
     echo $! > "$img/lazy.pid"

@@ -16,6 +16,9 @@ export interface PageSource {
   read(pid: number, vaddr: number, nr: number): Promise<Buffer | null>;
 }
 
+/** Requests whose pages are fetched ahead of the answer being written. */
+const MAX_AHEAD = 8;
+
 export interface ServeStats { requests: number; pages: number; firstGetMs: number | null; ms: number }
 
 export class LazyPageServer {
@@ -65,21 +68,56 @@ export class LazyPageServer {
     );
   }
 
+  /**
+   * Requests are read as they come and their pages fetched concurrently (a remote source answers in a round
+   * trip, and the daemon keeps several requests in flight), but answered strictly in order, as the daemon
+   * expects. A held read holds every answer after it, never the reading of the next request.
+   */
   private async serve(s: Socket, r: StreamReader): Promise<void> {
-    for (;;) {
-      const b = await r.read(PS_HEADER);
-      if (!b) throw new FerryError('E_PROTOCOL', 'lazy-pages daemon went away without CLOSE');
-      const h = decodeHeader(b);
-      if (h.cmd === PS_IOV_CLOSE || h.cmd === PS_IOV_FORCE_CLOSE) {
-        const st = Buffer.alloc(4);
-        s.write(st);
-        s.end();
-        return;
+    const queue: { h: ReturnType<typeof decodeHeader>; data: Promise<Buffer | null> }[] = [];
+    let wake: (() => void) | null = null;
+    let ended: 'close' | Error | null = null;
+    const reader = (async () => {
+      try {
+        for (;;) {
+          // Bounded: at most MAX_AHEAD answers fetched ahead of the one being written.
+          while (queue.length >= MAX_AHEAD) await new Promise<void>((res) => { wake = res; });
+          const b = await r.read(PS_HEADER);
+          if (!b) throw new FerryError('E_PROTOCOL', 'lazy-pages daemon went away without CLOSE');
+          const h = decodeHeader(b);
+          if (h.cmd === PS_IOV_CLOSE || h.cmd === PS_IOV_FORCE_CLOSE) { ended = 'close'; return; }
+          if (h.cmd !== PS_IOV_GET) throw new FerryError('E_PROTOCOL', `unexpected page-server command ${h.cmd.toString(16)}`);
+          checkGet(h);
+          this.stats.firstGetMs ??= performance.now() - this.t0;
+          const data = this.source.read(h.dstId, h.vaddr, h.nrPages);
+          data.catch(() => undefined); // awaited in order below; a rejection must not surface unhandled first
+          queue.push({ h, data });
+          const w = wake as (() => void) | null;
+          wake = null;
+          w?.();
+        }
+      } catch (e) {
+        ended = e as Error;
+      } finally {
+        const w = wake as (() => void) | null;
+        wake = null;
+        w?.();
       }
-      if (h.cmd !== PS_IOV_GET) throw new FerryError('E_PROTOCOL', `unexpected page-server command ${h.cmd.toString(16)}`);
-      checkGet(h);
-      this.stats.firstGetMs ??= performance.now() - this.t0;
-      const data = await this.source.read(h.dstId, h.vaddr, h.nrPages);
+    })();
+    for (;;) {
+      const next = queue[0];
+      if (!next) {
+        if (ended === 'close') break;
+        if (ended) throw ended;
+        await new Promise<void>((res) => { wake = res; });
+        continue;
+      }
+      const { h } = next;
+      const data = await next.data;
+      queue.shift();
+      const w = wake as (() => void) | null;
+      wake = null;
+      w?.();
       if (!data) {
         // Held, not answered: see the header comment. The agent kills the restored task on this rejection.
         throw new FerryError('E_INTEGRITY', `page ${h.vaddr.toString(16)} of process ${h.dstId} is neither pre-copied nor in the final delta`);
@@ -96,5 +134,9 @@ export class LazyPageServer {
       s.uncork();
       if (!more) await new Promise((res) => s.once('drain', res));
     }
+    await reader;
+    const st = Buffer.alloc(4);
+    s.write(st);
+    s.end();
   }
 }
