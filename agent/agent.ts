@@ -363,6 +363,7 @@ export class Agent {
     // A lazy restore still reads pages from the image files until its daemon has filled everything in.
     const waited = await this.waitLazyFill(p.migrationId, AbortSignal.timeout(LAZY_FILL_TIMEOUT_MS));
     const server = this.pageServers.get(p.migrationId);
+    const fetchedBytes = server && this.remotes.has(p.migrationId) ? server.stats.pages * 4096 : undefined;
     if (server) {
       this.pageServers.delete(p.migrationId);
       // The daemon exits 0 only after CLOSE; a daemon that died early left holes, which `done` reports.
@@ -386,7 +387,7 @@ export class Agent {
     await this.dropStore(p.migrationId);
     this.claimsArrived.delete(p.migrationId);
     await this.states.remove(p.migrationId);
-    return waited === null ? {} : { lazyFillMs: waited };
+    return { ...(waited === null ? {} : { lazyFillMs: waited }), ...(fetchedBytes === undefined ? {} : { fetchedBytes }) };
   }
 
   /** Waits for the lazy-pages daemon of a migration to exit; returns how long that took, null if none ran. */

@@ -395,6 +395,8 @@ export class MigrationRunner {
     const dest = ['clean destination', async () => {
       const r = await this.dest.call(AgentApi.FinishTarget, { migrationId: this.id }, { timeoutMs: LAZY_FILL_TIMEOUT_MS + 30_000 });
       if (r.lazyFillMs !== undefined) this.phases['cleanup.lazyFill'] = r.lazyFillMs;
+      // Post-copy's pages crossed after the freeze: still bytes moved.
+      if (r.fetchedBytes !== undefined) this.bytes += r.fetchedBytes;
     }] as const;
     for (const [what, fn] of this.mode === 'postcopy' ? [dest, source] : [source, dest]) {
       try {

@@ -224,7 +224,11 @@ export const CommitSource = method('migration/commitSource', z.object({ migratio
 /** How long a destination waits for a lazy restore's memory to arrive in full before FinishTarget gives up. */
 export const LAZY_FILL_TIMEOUT_MS = 10 * 60_000;
 /** Destination, after the commit point: wait for a lazy fill to complete, drop transfer leftovers. Idempotent. */
-export const FinishTarget = method('migration/finishTarget', z.object({ migrationId }), z.object({ lazyFillMs: z.number().optional() }));
+export const FinishTarget = method('migration/finishTarget', z.object({ migrationId }), z.object({
+  lazyFillMs: z.number().optional(),
+  /** Post-copy: the page bytes fetched from the source after the destination ran (the report counts them). */
+  fetchedBytes: z.number().int().min(0).optional(),
+}));
 /** Destination, before the commit point: remove everything this migration created. Idempotent. */
 export const AbortTarget = method('migration/abortTarget', z.object({ migrationId }), z.object({ removed: z.boolean() }));
 /** Source, before the commit point: make sure the container runs here again with its state. Idempotent. */

@@ -24,6 +24,11 @@ function expectPostcopy(r: MigrationReport): void {
   expect(r.phases['checkpoint.killed'], 'the dumped tasks were killed at once').toBeGreaterThanOrEqual(1);
 }
 
+/** Post-copy's bytes: the pages fetched after the freeze are counted too, about the memory's size. */
+function expectAllBytes(r: MigrationReport, mib: number): void {
+  expect(r.bytesTotal).toBeGreaterThan(mib * 2 ** 20 * 0.9);
+}
+
 describe('post-copy: memhog page oracle', () => {
   const NAME = 'it-post-memhog';
   const PORT = 28131;
@@ -34,6 +39,7 @@ describe('post-copy: memhog page oracle', () => {
     for (const [from, to] of [[A, B], [B, A]] as const) {
       const r = await migrate(NAME, to, { mode: 'postcopy' });
       expectPostcopy(r);
+      expectAllBytes(r, 128);
       expect(r.source).toBe(from);
       await expectOnlyOn(NAME, to);
       expect(await lineCommand(PORT, 'verify')).toBe('ok 32768');
