@@ -2,8 +2,7 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, realpathSync, unlinkSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { mkdirSync, realpathSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../src/log/logger.js';
@@ -67,8 +66,6 @@ export function proxySocketFor(upstreamAddress: string): string {
 /** What the `start` action hands the proxy daemon. */
 interface ProxyArgs {
   readonly listen: string;
-  /** The listening socket the start action bound, as the daemon's fd 3; absent: the daemon binds `listen`. */
-  readonly listenFd?: number;
   readonly upstream: string;
   readonly namespace: string;
   readonly address: string;
@@ -111,33 +108,6 @@ function upstreamStdin(stdin: Buffer, config: ShimConfig, log: Logger): Uint8Arr
   return next === undefined ? stdin : Any.encode(next);
 }
 
-/**
- * Binds and listens on `path` (replacing a stale socket file nobody accepts on) and returns the raw fd, for
- * the daemon to inherit. Throws EADDRINUSE if a live proxy already listens there.
- */
-async function bindListener(path: string): Promise<number> {
-  const tryListen = (): Promise<Server> => new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    // The server never accepts here: a connection waits in the backlog for the daemon.
-    s.listen({ path, backlog: 64 }, () => resolve(s));
-  });
-  let s: Server;
-  try {
-    s = await tryListen();
-  } catch (e: unknown) {
-    if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await socketAlive(path))) throw e;
-    unlinkSync(path);
-    s = await tryListen();
-  }
-  const fd = (s as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw new ShimError('E_SHIM_PROXY_START', `no file descriptor for the listener on ${path}`, { path });
-  // Stop this process from accepting on it: the daemon does.
-  s.unref();
-  (s as unknown as { _handle: { onconnection: unknown } })._handle.onconnection = () => {};
-  return fd;
-}
-
 /** Polls until `path` accepts connections, the child exits, or the bound passes. */
 async function waitListening(path: string, child: { exitCode: number | null; signalCode: string | null }, timeoutMs: number): Promise<void> {
   const t0 = performance.now();
@@ -172,19 +142,15 @@ async function startAction(argv: readonly string[], args: ShimArgs, config: Shim
   if (!(await socketAlive(listen))) {
     reused = false;
     mkdirSync(SOCKET_DIR, { recursive: true, mode: 0o711 });
-    // Bind here and hand the listening socket to the daemon: containerd may connect as soon as we print the
-    // address, and the kernel queues it until the daemon (a Node start-up and its imports, ~0.1 s) accepts.
-    const fd = await bindListener(listen);
-    const proxyArgs: ProxyArgs = { listen, listenFd: 3, upstream, namespace: args.namespace, address: args.address, id: args.id };
+    const proxyArgs: ProxyArgs = { listen, upstream, namespace: args.namespace, address: args.address, id: args.id };
     const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '__proxy', JSON.stringify(proxyArgs)], {
       cwd: '/',
       detached: true,
-      stdio: ['ignore', 'ignore', 'ignore', fd],
+      stdio: 'ignore',
       env: process.env,
     });
     child.unref();
-    // Our copy of the socket must not be closed through Node (libuv would unlink the path): it goes when
-    // this process exits, right after printing the address.
+    await waitListening(listen, child, PROXY_READY_TIMEOUT_MS);
   }
   // containerd re-reads <bundle>/address after its own restart; runc-v2 just wrote its own address there.
   writeFileSync(join(bundle, 'address'), `unix://${listen}`);
@@ -215,7 +181,6 @@ async function proxyDaemon(json: string): Promise<void> {
   const interceptor = new TaskInterceptor({ hooks: deferredHooks(loading.then((l) => l.hooks)), log, namespace: p.namespace, overrides: config, signal: life.signal });
   const proxy = new ShimProxy({
     listen: p.listen,
-    ...(p.listenFd === undefined ? {} : { listenFd: p.listenFd }),
     upstream: p.upstream,
     interceptor,
     log,

@@ -36,11 +36,6 @@ export function socketAlive(path: string, timeoutMs = PROBE_TIMEOUT_MS): Promise
 export interface ShimProxyOptions {
   /** Our socket, given to containerd. */
   readonly listen: string;
-  /**
-   * An already listening socket for `listen`, inherited as this file descriptor from the `start` action
-   * (which bound it, so containerd can connect the moment `start` returns, before this daemon is up).
-   */
-  readonly listenFd?: number;
   /** The upstream shim's socket (runc-v2's address without `unix://`). */
   readonly upstream: string;
   readonly interceptor: TaskInterceptor;
@@ -155,22 +150,19 @@ export class ShimProxy {
     const { listen, log } = this.opts;
     const server = createServer({ allowHalfOpen: false }, (client) => this.accept(client));
     server.on('error', (e) => log.error({ err: e.message }, 'listener error'));
-    const fd = this.opts.listenFd;
     const tryListen = (): Promise<void> =>
       new Promise((resolve, reject) => {
         const onError = (e: Error): void => reject(e);
         server.once('error', onError);
-        const ready = (): void => {
+        server.listen(listen, () => {
           server.off('error', onError);
           resolve();
-        };
-        if (fd === undefined) server.listen(listen, ready);
-        else server.listen({ fd }, ready);
+        });
       });
     try {
       await tryListen();
     } catch (e: unknown) {
-      if (fd !== undefined || (e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await socketAlive(listen))) throw e;
+      if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || (await socketAlive(listen))) throw e;
       log.warn({ listen }, 'replacing a stale proxy socket');
       unlinkSync(listen);
       await tryListen();
