@@ -163,11 +163,18 @@ export class Agent {
    * pages after back-to-back migrations of a heavy writer).
    */
   private async assertSettled(containerId: string): Promise<void> {
+    const st = (await this.targets()).find((t) => t.containerId === containerId && t.restored);
+    if (st) throw new FerryError('E_CONFLICT', `container ${containerId.slice(0, 12)} is still receiving its memory from migration ${st.migrationId} on ${this.cfg.host}; migrate it again once that migration finished`);
+  }
+
+  /** Every destination-side migration this agent holds (an unreadable state counts as none). */
+  private async targets(): Promise<TargetState[]> {
+    const out: TargetState[] = [];
     for (const mid of await this.states.list()) {
       const st = await this.states.load(mid).catch(() => null);
-      if (st?.role === 'target' && st.containerId === containerId && st.restored)
-        throw new FerryError('E_CONFLICT', `container ${containerId.slice(0, 12)} is still receiving its memory from migration ${mid} on ${this.cfg.host}; migrate it again once that migration finished`);
+      if (st?.role === 'target') out.push(st);
     }
+    return out;
   }
 
   // ---- destination -------------------------------------------------------------------------------
@@ -373,8 +380,7 @@ export class Agent {
         // The restored task was killed rather than run on missing pages (killRestored): nothing of it may stay.
         const st = await this.states.load(p.migrationId).catch(() => null);
         if (st?.role === 'target' && !st.pod) await this.docker.remove(st.containerId).catch(() => false);
-        this.remotes.get(p.migrationId)?.conn.close();
-        this.remotes.delete(p.migrationId);
+        this.dropRemote(p.migrationId);
         await this.dropStore(p.migrationId);
         await this.states.remove(p.migrationId);
         throw e;
@@ -382,8 +388,7 @@ export class Agent {
         server.close();
       }
     }
-    this.remotes.get(p.migrationId)?.conn.close();
-    this.remotes.delete(p.migrationId);
+    this.dropRemote(p.migrationId);
     await this.dropStore(p.migrationId);
     this.claimsArrived.delete(p.migrationId);
     await this.states.remove(p.migrationId);
@@ -414,8 +419,7 @@ export class Agent {
     if (lazy && processAlive(lazy)) process.kill(lazy, 'SIGKILL');
     this.pageServers.get(p.migrationId)?.close();
     this.pageServers.delete(p.migrationId);
-    this.remotes.get(p.migrationId)?.conn.close();
-    this.remotes.delete(p.migrationId);
+    this.dropRemote(p.migrationId);
     for (const v of st.createdVolumes) await this.docker.removeVolumeIfUnused(v);
     await this.dropStore(p.migrationId);
     await this.states.remove(p.migrationId);
@@ -545,6 +549,11 @@ export class Agent {
     await m.destroy().catch(() => undefined);
   }
 
+  private dropRemote(mid: string): void {
+    this.remotes.get(mid)?.conn.close();
+    this.remotes.delete(mid);
+  }
+
   private async dropStore(mid: string): Promise<void> {
     const t = this.stores.get(mid);
     if (!t) return;
@@ -563,7 +572,7 @@ export class Agent {
     if (prior && !(prior.role === 'source' && pre)) throw new FerryError('E_PRECONDITION', `migration ${p.migrationId} has stale state on ${this.cfg.host}`);
     const pc = await this.cri.describe(p.containerId);
     if (pc && !pre) return this.checkpointPod(p, pc, c.signal);
-    const d = await this.runningContainer(p.containerId, c.signal);
+    const d = await this.runningContainer(p.containerId, c.signal, pc);
     if (!d.upperDir) throw new FerryError('E_PRECONDITION', 'storage driver has no overlay upperdir');
     if (!prior) await this.assertSettled(d.id);
     if (!prior) await this.states.create(p.migrationId);
@@ -688,10 +697,7 @@ export class Agent {
       const frozen: FrozenPages = new Map();
       const clean = await this.finalScan(mid, src, timings, frozen) ?? new PageSet();
       const td = performance.now();
-      lazy = await LazyDump.start({
-        runc: this.cfg.runc, criu: this.cfg.criu, criuConfigFile: this.cfg.criuConfigFile, runcRoot: await this.runcRoot(d.runtime, d.id),
-        id: d.id, imagesDir, workDir: this.states.workDir(mid), signal,
-      });
+      lazy = await this.startLazyDump(mid, d, imagesDir, signal);
       timings.dump = since(td);
       if (this.cfg.faults.includes('lazy-delta-fail')) throw new FerryError('E_FAULT_INJECTED', 'delta fetch failed by fault injection');
       const tx = performance.now();
@@ -839,6 +845,14 @@ export class Agent {
 
   // ---- pure post-copy ----------------------------------------------------------------------------
 
+  /** `runc checkpoint --lazy-pages` of a frozen container: CRIU serves its memory until the session ends. */
+  private async startLazyDump(mid: string, d: { id: string; runtime: string }, imagesDir: string, signal: AbortSignal): Promise<LazyDump> {
+    return LazyDump.start({
+      runc: this.cfg.runc, criu: this.cfg.criu, criuConfigFile: this.cfg.criuConfigFile, runcRoot: await this.runcRoot(d.runtime, d.id),
+      id: d.id, imagesDir, workDir: this.states.workDir(mid), signal,
+    });
+  }
+
   /**
    * Freeze, `dump --lazy-pages`, then kill the dumped tasks at once: CRIU keeps serving their pages from its
    * page pipes after they are gone, and only their death frees the addresses (sockets) the destination's
@@ -854,10 +868,7 @@ export class Agent {
     let conns: TcpTuple[] = [];
     try {
       const td = performance.now();
-      lazy = await LazyDump.start({
-        runc: this.cfg.runc, criu: this.cfg.criu, criuConfigFile: this.cfg.criuConfigFile, runcRoot: await this.runcRoot(d.runtime, d.id),
-        id: d.id, imagesDir, workDir: this.states.workDir(mid), signal,
-      });
+      lazy = await this.startLazyDump(mid, d, imagesDir, signal);
       timings.dump = since(td);
       if (this.cfg.faults.includes('postcopy-dump-fail')) throw new FerryError('E_FAULT_INJECTED', 'post-copy dump failed by fault injection');
       await writeFile(join(imagesDir, POSTCOPY_MARK), '', { mode: 0o600 });
@@ -967,11 +978,11 @@ export class Agent {
   // ---- pods (containerd CRI; the shim side is shim/) ----------------------------------------------
 
   /** A running container by id, Docker's or a pod's, with what the pre-copy and final-phase paths need. */
-  private async runningContainer(id: string, signal: AbortSignal): Promise<{
+  private async runningContainer(id: string, signal: AbortSignal, described?: CriContainer | null): Promise<{
     id: string; name: string; pid: number; runtime: string; upperDir: string | null; pod: PodIdentity | null; shmDir: string | null;
     restartPolicy: SourceState['restartPolicy']; volumes: string[];
   }> {
-    const pc = await this.cri.describe(id);
+    const pc = described === undefined ? await this.cri.describe(id) : described;
     if (pc) {
       if (!pc.running) throw new FerryError('E_PRECONDITION', `${podKey(pc.pod)} is not running on ${this.cfg.host}`);
       const foreign = pc.rejectReasons.filter((r) => r.startsWith('volume'));
@@ -1046,11 +1057,8 @@ export class Agent {
 
   /** Destination: a pod's state waits here for the replacement pod; only one migration per pod container. */
   private async stagePod(mid: string, pod: PodIdentity): R<'PrepareTarget'> {
-    for (const other of await this.states.list()) {
-      const o = await this.states.load(other).catch(() => null);
-      if (o?.role === 'target' && o.pod && podKey(o.pod) === podKey(pod))
-        throw new FerryError('E_CONFLICT', `${podKey(pod)} already has migration ${other} staged on ${this.cfg.host}`);
-    }
+    const other = (await this.targets()).find((t) => t.pod && podKey(t.pod) === podKey(pod));
+    if (other) throw new FerryError('E_CONFLICT', `${podKey(pod)} already has migration ${other.migrationId} staged on ${this.cfg.host}`);
     await this.states.create(mid);
     const upperDir = join(this.states.dir(mid), 'upper');
     await mkdir(upperDir, { recursive: true, mode: 0o700 });
@@ -1072,11 +1080,8 @@ export class Agent {
     // The rw layer is copied into this path as root: only an overlay snapshot's upper dir qualifies.
     if (!isSnapshotUpperDir(p.upperDir)) throw new FerryError('E_INVALID_ARGUMENT', `${p.upperDir.slice(0, 200)} is not an overlay snapshot's upper dir`);
     const key = podKey(p.pod);
-    let st: TargetState | null = null;
-    for (const mid of await this.states.list()) {
-      const o = await this.states.load(mid).catch(() => null);
-      if (o?.role === 'target' && o.pod && podKey(o.pod) === key && !o.restored && !o.containerId) st = o;
-    }
+    // One staged state per pod container at most (stagePod refuses a second).
+    let st = (await this.targets()).find((t) => t.pod && podKey(t.pod) === key && !t.restored && !t.containerId);
     if (!st) return { migrationId: null, imagesDir: null };
     const mid = st.migrationId;
     this.claimsArrived.add(mid);

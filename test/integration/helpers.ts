@@ -13,7 +13,7 @@ import { silentLogger } from '../../src/log/logger.js';
 import { run } from '../../src/util/exec.js';
 import { loadCluster, type ClusterConfig } from '../../src/cluster.js';
 import { packageRoot } from '../../src/cli/local-cluster.js';
-import { TEST_CLUSTER_FILE, testCluster } from './cluster.js';
+import { TEST_CLUSTER_FILE, TEST_HOSTS, testCluster } from './cluster.js';
 
 /**
  * Waits until `probe` returns a value `ok` accepts, checking every 50 ms, bounded by `timeoutMs`; usable in
@@ -223,3 +223,16 @@ export async function counterLog(host: string, volume: string): Promise<number[]
 
 /** Index of the first line that breaks 0, 1, 2, … (a gap, a duplicate, a restart from zero), or -1. */
 export const firstBreak = (xs: number[]): number => xs.findIndex((x, i) => x !== i);
+
+/** A memhog container on the first test host (host network), started afresh from `cmd`. */
+export async function startMemhog(name: string, cmd: string[]): Promise<void> {
+  await removeEverywhere(name);
+  const c = await docker(TEST_HOSTS[0]).createContainer({ name, Image: 'ferry/memhog:1', Hostname: name, Cmd: cmd, HostConfig: { NetworkMode: 'host' } });
+  await c.start();
+}
+
+/** One memhog writing random pages at `rate`/s, started on the first test host and answering with every page consistent. */
+export async function startRandomHog(name: string, port: number, mib: number, rate: number): Promise<void> {
+  await startMemhog(name, ['memhog', '--mib', String(mib), '--rate', String(rate), '--pattern', 'random', '--port', String(port)]);
+  await waitFor(() => lineCommand(port, 'verify'), (r) => r === `ok ${mib * 256}`, 30_000, 'memhog to answer');
+}

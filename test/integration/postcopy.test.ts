@@ -3,19 +3,9 @@
 
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MigrationReport } from '../../src/protocol/index.js';
-import { containersNamed, docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startRedis, waitFor } from './helpers.js';
+import { containersNamed, docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startRandomHog, startRedis } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
-
-async function startRandomHog(name: string, port: number, mib: number, rate: number): Promise<void> {
-  await removeEverywhere(name);
-  const c = await docker(A).createContainer({
-    name, Image: 'ferry/memhog:1', Hostname: name, HostConfig: { NetworkMode: 'host' },
-    Cmd: ['memhog', '--mib', String(mib), '--rate', String(rate), '--pattern', 'random', '--port', String(port)],
-  });
-  await c.start();
-  await waitFor(() => lineCommand(port, 'verify'), (r) => r === `ok ${mib * 256}`, 30_000, 'memhog to answer');
-}
 
 function expectPostcopy(r: MigrationReport): void {
   expect(r, JSON.stringify(r)).toMatchObject({ result: 'succeeded', strategy: 'postcopy', error: null });

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AgentApi, type MigrationReport, type ProgressEvent } from '../../src/protocol/index.js';
-import { agent, cluster, containersNamed, docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startRedis, waitFor } from './helpers.js';
+import { agent, cluster, containersNamed, docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startMemhog, startRandomHog, startRedis, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 
@@ -18,18 +18,6 @@ function expectPrecopy(r: MigrationReport, from: string, to: string): void {
   expect(r.phases['checkpoint.deltaPages']).toBeLessThan(r.rounds![0]!.pages);
   // The report's bytes are everything that crossed: the rounds and the final transfer.
   expect(r.bytesTotal).toBeGreaterThan(r.rounds!.reduce((n, x) => n + x.bytes, 0));
-}
-
-async function startMemhog(name: string, cmd: string[]): Promise<void> {
-  await removeEverywhere(name);
-  const c = await docker(A).createContainer({ name, Image: 'ferry/memhog:1', Hostname: name, Cmd: cmd, HostConfig: { NetworkMode: 'host' } });
-  await c.start();
-}
-
-/** One memhog writing random pages at `rate`/s, started on A and answering with every page consistent. */
-async function startRandomHog(name: string, port: number, mib: number, rate: number): Promise<void> {
-  await startMemhog(name, ['memhog', '--mib', String(mib), '--rate', String(rate), '--pattern', 'random', '--port', String(port)]);
-  await waitFor(() => lineCommand(port, 'verify'), (r) => r === `ok ${mib * 256}`, 30_000, 'memhog to answer');
 }
 
 /** Host pid of the container's init, and whether any of its VMAs still carries a uffd-wp registration. */
