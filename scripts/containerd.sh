@@ -29,12 +29,10 @@ PAUSE_IMAGE=docker.io/ferry/pause:1     # what `ctr images import` names ferry/p
 STREAM_PORT_BASE=10010                  # containerd's classic stream port; one port per host from here up
 log() { printf 'containerd: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=lib/host-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/host-lib.sh"
 [ "$(id -u)" = 0 ] || die "must run as root"
 
-check_name() {
-  # The grpc socket path must stay well under 108 characters (unix socket limit).
-  [[ $1 =~ ^[a-z0-9][a-z0-9_.-]{0,31}$ ]] || die "bad host name '$1' (use [a-z0-9_.-], at most 32 characters)"
-}
 cri_run() { echo "$RUN/$1/cri"; }
 cri_root() { echo "$DATA/$1/cri"; }
 sock_of() { echo "$RUN/$1/cri/containerd.sock"; }
@@ -67,10 +65,7 @@ host_pids() {
 }
 
 # Mount points at or under the host's CRI directories, deepest first.
-host_mounts() {
-  awk -v a="$(cri_run "$1")" -v b="$(cri_root "$1")" '$2 == a || index($2, a "/") == 1 || $2 == b || index($2, b "/") == 1 { print length($2), $2 }' \
-    /proc/self/mounts | sort -rn | cut -d' ' -f2-
-}
+host_mounts() { mounts_under "$(cri_run "$1")" "$(cri_root "$1")"; }
 
 # Shim sockets in /run/containerd/s that belong to this host: the addresses containerd recorded in each bundle,
 # the name runc-v2 derives (sha256 of "<containerd socket>/<namespace>/<id>"), and any socket a live shim of
@@ -92,16 +87,6 @@ host_shim_sockets() {
   return 0
 }
 
-wait_gone() {  # wait_gone SECONDS PID...
-  local t=$(( $1 * 20 )); shift
-  local p alive
-  while [ "$t" -gt 0 ]; do
-    alive=0; for p in "$@"; do [ -d "/proc/$p" ] && alive=1; done
-    [ "$alive" = 0 ] && return 0
-    sleep 0.05; t=$((t - 1))
-  done
-  return 1
-}
 
 # Removes the host's pod cgroups (kubelet's cgroup root for this host), deepest first, in every v1 hierarchy
 # and in the v2 tree. A cgroup with a process left in it cannot be removed: that is reported, not hidden.
@@ -117,7 +102,7 @@ remove_cgroups() {
 }
 
 host_down() {
-  local n=$1 cr cd pid pids r id m mp pass socks s
+  local n=$1 cr cd pid pids r id socks s
   check_name "$n"
   cr=$(cri_run "$n"); cd=$(cri_root "$n")
   # Nothing of ours there (hosts.sh calls this for every host): say nothing.
@@ -141,11 +126,7 @@ host_down() {
     kill -TERM $pids 2>/dev/null || true; wait_gone 5 $pids || { kill -KILL $pids 2>/dev/null || true; wait_gone 5 $pids || true; }
   fi
   # Sandbox /dev/shm tmpfs, container rootfs overlays, ...
-  for pass in 1 2 3 4 5; do
-    m=$(host_mounts "$n"); [ -z "$m" ] && break
-    while IFS= read -r mp; do umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true; done <<<"$m"
-  done
-  [ -z "$(host_mounts "$n")" ] || die "$n: still mounted: $(host_mounts "$n" | tr '\n' ' ')"
+  unmount_under "$n" "$(cri_run "$n")" "$(cri_root "$n")"
   remove_cgroups "$n"
   for s in $socks; do [[ $s == "$SHIM_SOCKETS"/* ]] && rm -f "$s"; done
   # --one-file-system: never delete through a mount that is still there.

@@ -20,12 +20,10 @@ FERRY_BIN=/opt/ferry/bin
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 log() { printf 'hosts: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=lib/host-lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/host-lib.sh"
 [ "$(id -u)" = 0 ] || die "must run as root"
 
-check_name() {
-  # Short names only: the exec-root ends up in unix socket paths (108 characters at most).
-  [[ $1 =~ ^[a-z0-9][a-z0-9_.-]{0,31}$ ]] || die "bad host name '$1' (use [a-z0-9_.-], at most 32 characters)"
-}
 sock_of() { echo "$RUN/$1.sock"; }
 dk() { local n=$1; shift; docker -H "unix://$RUN/$n.sock" "$@"; }
 
@@ -52,24 +50,11 @@ host_pids() {
 }
 
 # Mount points at or under the host's directories, deepest first.
-host_mounts() {
-  awk -v a="$RUN/$1" -v b="$DATA/$1" '$2 == a || index($2, a "/") == 1 || $2 == b || index($2, b "/") == 1 { print length($2), $2 }' \
-    /proc/self/mounts | sort -rn | cut -d' ' -f2-
-}
+host_mounts() { mounts_under "$RUN/$1" "$DATA/$1"; }
 
-wait_gone() {  # wait_gone SECONDS PID...
-  local t=$(( $1 * 20 )); shift
-  local p alive
-  while [ "$t" -gt 0 ]; do
-    alive=0; for p in "$@"; do [ -d "/proc/$p" ] && alive=1; done
-    [ "$alive" = 0 ] && return 0
-    sleep 0.05; t=$((t - 1))
-  done
-  return 1
-}
 
 host_down() {
-  local n=$1 pid ids r id pids m pass
+  local n=$1 pid ids r id pids
   check_name "$n"
   bash "$HERE/containerd.sh" down "$n"   # the host's CRI containerd (if any) lives in our dirs: it goes first
   if pid=$(daemon_pid "$n"); then
@@ -92,11 +77,7 @@ host_down() {
     kill -TERM $pids 2>/dev/null || true; wait_gone 5 $pids || { kill -KILL $pids 2>/dev/null || true; wait_gone 5 $pids || true; }
   fi
   # netns/default (nsfs), the overlay2 bind mount, container rootfs overlays, CRIU's cgroup yards ...
-  for pass in 1 2 3 4 5; do
-    m=$(host_mounts "$n"); [ -z "$m" ] && break
-    while IFS= read -r mp; do umount "$mp" 2>/dev/null || umount -l "$mp" 2>/dev/null || true; done <<<"$m"
-  done
-  [ -z "$(host_mounts "$n")" ] || die "$n: still mounted: $(host_mounts "$n" | tr '\n' ' ')"
+  unmount_under "$n" "$RUN/$n" "$DATA/$n"
   # --one-file-system: never delete through a mount that is still there.
   rm -rf --one-file-system "${DATA:?}/$n" "${RUN:?}/$n"
   rm -f "$RUN/$n.sock" "$RUN/$n.pid"
