@@ -81,6 +81,8 @@ host_down() {
   # --one-file-system: never delete through a mount that is still there.
   rm -rf --one-file-system "${DATA:?}/$n" "${RUN:?}/$n"
   rm -f "$RUN/$n.sock" "$RUN/$n.pid"
+  # The shared run dir goes with the last host.
+  rmdir "$RUN" 2>/dev/null || true
   log "$n: down"
 }
 

@@ -74,7 +74,11 @@ export class LocalCluster {
     await this.stopProcess('controller', cfg?.stateDir ?? this.o.stateDir);
     for (const h of hosts) await this.stopProcess(`agent-${h}`, cfg?.stateDir ?? this.o.stateDir);
     await run('bash', [join(this.root, 'scripts/hosts.sh'), 'down', ...hosts], { signal, errorCode: 'E_INTERNAL' });
-    for (const h of cfg?.hosts ?? []) rmSync(h.dataDir, { recursive: true, force: true });
+    for (const h of cfg?.hosts ?? []) {
+      rmSync(h.dataDir, { recursive: true, force: true });
+      // Their shared parent (/dev/shm/ferry) goes too once the last host's dir is gone.
+      try { rmdirSync(dirname(h.dataDir)); } catch { /* not empty or already gone */ }
+    }
     rmSync(cfg?.stateDir ?? this.o.stateDir, { recursive: true, force: true });
     rmSync(this.o.file, { force: true });
     // The cluster's own directory goes too when nothing else lives in it.
