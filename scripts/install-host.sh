@@ -12,7 +12,7 @@ CRIU_CONF=$FERRY/etc/criu.conf
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # docker.io brings containerd, runc, tini and iptables; gcc + libc6-dev build memhog (build-images.sh);
 # debian-archive-keyring signs the private trixie/forky sources.
-PACKAGES=(docker.io gcc libc6-dev debian-archive-keyring nftables)
+PACKAGES=(docker.io gcc libc6-dev debian-archive-keyring nftables iproute2 procps)  # ss/ip: post-copy and lazyd tests; pgrep: CRIU clean-up
 
 log() { printf 'install-host: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
