@@ -92,13 +92,51 @@ else
   fi
   rm -rf "$CRIU_ROOT/root"; mv "$CRIU_ROOT/root.new" "$CRIU_ROOT/root"
   rm -rf "$APT"   # 40 MB of package lists; the .debs stay in debs/ for reference
-  LP=$CRIU_ROOT/root/usr/lib/x86_64-linux-gnu
-  printf '#!/bin/sh\n# CRIU 4.2.x from Debian forky/sid on trixie libraries (installed by ferry install-host.sh)\nexec %s/ld-linux-x86-64.so.2 --library-path %s %s/root/usr/sbin/criu "$@"\n' \
-    "$LP" "$LP" "$CRIU_ROOT" > "$CRIU_BIN.tmp"
-  chmod 755 "$CRIU_BIN.tmp"; mv "$CRIU_BIN.tmp" "$CRIU_BIN"
+fi
+# The wrapper is rewritten whenever its text changes (not only at install), like ferry-runc below.
+KDAT=/run/criu.kdat
+KDAT_BOOT=/run/ferry-criu-kdat.boot
+LP=$CRIU_ROOT/root/usr/lib/x86_64-linux-gnu
+criu_wrapper=$(cat <<WRAP
+#!/bin/sh
+# CRIU 4.2.x from Debian forky/sid on trixie libraries (installed by ferry install-host.sh)
+# $KDAT is CRIU's cache of its kernel probes (~25 ms per run). CRIU itself only writes it where /run is a
+# tmpfs, so that a reboot drops it; where /run is not, install-host.sh writes it and notes the boot it belongs to
+# in $KDAT_BOOT, and a cache from another boot (maybe another kernel) is removed before CRIU could trust it.
+if [ -f $KDAT_BOOT ]; then
+  read -r kb < $KDAT_BOOT; read -r cb < /proc/sys/kernel/random/boot_id
+  [ "\$kb" = "\$cb" ] || rm -f $KDAT $KDAT_BOOT
+fi
+exec $LP/ld-linux-x86-64.so.2 --library-path $LP $CRIU_ROOT/root/usr/sbin/criu "\$@"
+WRAP
+)
+if [ ! -x "$CRIU_BIN" ] || [ "$(cat "$CRIU_BIN")" != "$criu_wrapper" ]; then
+  printf '%s\n' "$criu_wrapper" > "$CRIU_BIN.tmp"; chmod 755 "$CRIU_BIN.tmp"; mv "$CRIU_BIN.tmp" "$CRIU_BIN"
   criu_ok || die "$CRIU_BIN --version does not print 4.2.x"
   "$CRIU_BIN" check >&2 || die "criu check failed"
-  log "criu installed: $("$CRIU_BIN" --version | head -1)"
+  log "installed $CRIU_BIN: $("$CRIU_BIN" --version | head -1)"
+fi
+
+# ---- 2b. CRIU's kernel-probe cache where /run is not a tmpfs ---------------------------------------------------
+# Without the cache every CRIU run probes the kernel again: 24 ms of each dump and each restore, both inside the
+# freeze (docs/platform-notes.md). CRIU saves it only on a tmpfs (and on this machine /run is ext4), and after
+# one refused save leaves an empty criu.kdat.tmp that makes every later save give up (O_EXCL). So the probes run
+# once per boot in a private mount namespace whose /run is a tmpfs, and the result is put where CRIU reads it.
+if [ "$(stat -f -c %T /run)" != tmpfs ]; then
+  boot=$(cat /proc/sys/kernel/random/boot_id)
+  if [ ! -s "$KDAT" ] || [ "$(cat "$KDAT_BOOT" 2>/dev/null)" != "$boot" ]; then
+    rm -f "$KDAT" "$KDAT.tmp" "$KDAT_BOOT"
+    probe=$(mktemp -d)
+    unshare --mount --propagation private sh -c "mount -t tmpfs -o size=1m ferry-kdat /run && '$CRIU_BIN' check >/dev/null 2>&1; cp /run/criu.kdat '$probe/kdat'" || true
+    if [ -s "$probe/kdat" ]; then
+      cp "$probe/kdat" "$KDAT.new" && chmod 600 "$KDAT.new" && mv "$KDAT.new" "$KDAT"
+      printf '%s\n' "$boot" > "$KDAT_BOOT"
+      log "criu kernel-probe cache written to $KDAT (for boot $boot)"
+    else
+      log "WARNING: CRIU wrote no kernel-probe cache; every CRIU run probes the kernel (~25 ms more)"
+    fi
+    rm -rf "$probe"
+  fi
 fi
 
 # ---- 3. CRIU config read by checkpoint/restore through ferry-runc ---------------------------------------------
