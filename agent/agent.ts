@@ -65,6 +65,12 @@ export class Agent {
   private readonly pulledWaiters = new Map<string, Set<() => void>>();
   /** Source side of a pure post-copy: CRIU's lazy session, the only place the dumped pages still are. */
   private readonly postcopies = new Map<string, LazyDump>();
+  /**
+   * Source side of a lazy final phase: CRIU's exit after CLOSE (runc tearing the killed task down, ~25 ms at
+   * 256 MiB and ~100 ms at 1 GiB), awaited while the images stream instead of inside the freeze before them.
+   * Resolves to the milliseconds it took; TransferPull, CommitSource and RollbackSource wait for it.
+   */
+  private readonly releases = new Map<string, Promise<number>>();
   /** Destination side: the authenticated connection pages are fetched over from the source. */
   private readonly remotes = new Map<string, { conn: Connection; token: string }>();
   /** Pod migrations whose replacement has come to claim them, and who waits for that. */
@@ -242,16 +248,19 @@ export class Agent {
     const reuse = open && !open.closed && open.peerName === p.source.host ? open : null;
     const conn = reuse ?? (await dial({ url: p.source.url, name: this.cfg.host, role: 'agent', serverRole: 'agent', secret: this.cfg.secret, log: this.log, signal: c.signal })).conn;
     const dialMs = since(t0);
+    const source: Record<string, number> = {};
     try {
       if (conn.peerName !== p.source.host) throw new FerryError('E_UNAUTHENTICATED', `${p.source.url} is ${conn.peerName}, not ${p.source.host}`);
       const sent = await conn.request(AgentApi.TransferPull, { migrationId: p.migrationId, token: p.token }, { signal: c.signal, onChunk: (ch) => receiver.accept(ch) });
       receiver.verify(sent.entries);
+      if (sent.criuExitMs !== undefined) source.sourceCriuExit = sent.criuExitMs;
+      if (sent.releaseWaitMs !== undefined) source.sourceReleaseWait = sent.releaseWaitMs;
     } finally {
       await receiver.dispose();
       if (p.manifest.entries.some((e) => e.kind === 'image-file' && e.name === POSTCOPY_MARK)) this.remotes.set(p.migrationId, { conn, token: p.token });
       else if (!reuse) conn.close();
     }
-    const timings: Record<string, number> = { dial: dialMs, stream: since(t0) - dialMs, ...receiver.kindMs };
+    const timings: Record<string, number> = { dial: dialMs, stream: since(t0) - dialMs, ...receiver.kindMs, ...source };
     if (p.manifest.entries.some((e) => e.kind === 'image-file' && e.name.endsWith(DELTA_SUFFIX))) {
       // Pre-copy: the pages files are rebuilt from what the rounds brought plus the final delta.
       const pre = this.stores.get(p.migrationId);
@@ -605,7 +614,9 @@ export class Agent {
       await this.states.remove(p.migrationId).catch(() => undefined);
       throw e;
     }
+    const te = performance.now();
     await this.endPrecopy(p.migrationId);
+    timings.endPrecopy = since(te);
     timings.dump ??= since(t0);
     this.metrics.dump.observe(timings.dump / 1000);
     // Set by onFrozen (the full dump path only; TS cannot see the assignment inside the callback).
@@ -632,6 +643,7 @@ export class Agent {
     if (st.pod && st.shmDir) entries.push({ kind: 'volume', name: POD_SHM_VOLUME });
     const manifest = { entries };
     await this.states.save({ ...st, dumped: true, manifest, cpuQuotaUs: null });
+    timings.agentTotal = since(tStart);
     return { manifest, imageBytes, timings };
   }
 
@@ -652,7 +664,11 @@ export class Agent {
       await c.sendChunk(e, q, d, last);
       this.metrics.bytes.inc({ direction: 'out' }, d.length);
     }, c.signal);
-    return { entries };
+    // The destination restores as soon as this returns: CRIU must have let go of the task's sockets by then.
+    const release = this.releases.get(p.migrationId);
+    const tw = performance.now();
+    const criuExitMs = release ? await release : undefined;
+    return { entries, ...(release ? { criuExitMs, releaseWaitMs: since(tw) } : {}) };
   }
 
   /**
@@ -732,20 +748,24 @@ export class Agent {
       // End CRIU's session now, not at commit: until CRIU exits it holds the task's TCP sockets, and a
       // restore that reuses their addresses (one host, or a moved IP) fails with EADDRNOTAVAIL. From here a
       // rollback restores from the mirror plus the delta.
+      // Every image is final once CRIU serves (probed: nothing in the images dir changes after CLOSE), so they
+      // can stream while CRIU exits; the destination restores only after TransferPull saw the exit.
       const tc = performance.now();
-      await lazy.finish();
-      timings.criuExit = since(tc);
+      const finished = lazy.finish();
+      const release = finished.then(() => since(tc)).finally(() => writeFile(freezer, 'THAWED').catch(() => undefined));
+      release.catch((e: unknown) => this.log.warn({ migrationId: mid, err: (e as Error).message }, 'CRIU did not end its lazy session cleanly'));
+      this.releases.set(mid, release);
     } catch (e) {
       if (lazy && !lazy.ended) {
         // CRIU dies, the task detaches and resumes at the thaw below, as it was.
         await lazy.abort();
         await dropNetworkLock(imagesDir);
       }
-      throw e;
-    } finally {
-      // After CRIU's exit the dumped tasks hold a pending SIGKILL and die on thaw; after an abort they resume.
+      // After an abort the tasks resume; after a failed CLOSE they hold a pending SIGKILL and die.
       await writeFile(freezer, 'THAWED').catch(() => undefined);
+      throw e;
     }
+    // From here the thaw comes after CRIU's exit (the dumped tasks hold a pending SIGKILL and die on it).
     return { frozenAt };
   }
 
@@ -753,6 +773,7 @@ export class Agent {
     const st = await this.states.load(p.migrationId);
     if (!st) return { removed: false };
     if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
+    await this.awaitRelease(p.migrationId);
     await this.endPrecopy(p.migrationId);
     await this.dropMirror(p.migrationId);
     const lazy = this.postcopies.get(p.migrationId);
@@ -776,6 +797,7 @@ export class Agent {
     const st = await this.states.load(p.migrationId);
     if (!st) return { restored: false, running: false, lost: false };
     if (st.role !== 'source') throw new FerryError('E_PRECONDITION', `${p.migrationId} is not a source migration here`);
+    await this.awaitRelease(p.migrationId);
     await this.endPrecopy(p.migrationId);
     if (st.pod) return this.rollbackPod(st);
     if (st.postcopy && st.dumped) return this.rollbackPostcopy(st);
@@ -841,6 +863,12 @@ export class Agent {
     }
     if (done.length) this.log.warn({ reaped: done }, 'cleaned up after an earlier crash');
     return done;
+  }
+
+  /** A lazy final phase's CRIU exit, success or not: what comes after needs the task and CRIU gone. */
+  private async awaitRelease(mid: string): Promise<void> {
+    await this.releases.get(mid)?.catch(() => undefined);
+    this.releases.delete(mid);
   }
 
   // ---- pure post-copy ----------------------------------------------------------------------------

@@ -246,7 +246,12 @@ export const RollbackSource = method(
 export const TransferPull = method(
   'transfer/pull',
   z.object({ migrationId, token: z.string().max(128) }),
-  z.object({ entries: z.array(z.object({ bytes: z.number().int().min(0), chunks: z.number().int().min(0) })).max(100_000) }),
+  z.object({
+    entries: z.array(z.object({ bytes: z.number().int().min(0), chunks: z.number().int().min(0) })).max(100_000),
+    /** A lazy final phase: how long CRIU took to exit after CLOSE, and how much of it the stream did not hide. */
+    criuExitMs: z.number().min(0).optional(),
+    releaseWaitMs: z.number().min(0).optional(),
+  }),
 );
 
 /** Controller → agent: the drain this host's notice asked for is done; tell the provider (Azure's StartRequests). */
