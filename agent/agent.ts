@@ -1,8 +1,8 @@
 // The agent's request handlers: one host's side of every migration step, each idempotent.
 
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { processAlive } from '../src/util/process.js';
-import { dirname, isAbsolute, join, normalize } from 'node:path';
+import { processAlive, waitFilesClosed } from '../src/util/process.js';
+import { isAbsolute, join, normalize } from 'node:path';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Counter, Histogram, Registry } from 'prom-client';
 import client from 'prom-client';
@@ -31,7 +31,7 @@ import { EntryReceiver, sendEntries } from './transfer.js';
 import { PrecopySource } from './precopy/source.js';
 import { PageStore } from './precopy/page-store.js';
 import { writeDeltas, rebuildPages, DELTA_SUFFIX } from './precopy/delta.js';
-import { CpuThrottle } from './runtime/cgroup.js';
+import { CpuThrottle, cgroupProcs } from './runtime/cgroup.js';
 import { decodePageRecord } from '../src/protocol/pages.js';
 import type { Connection } from '../src/rpc/connection.js';
 
@@ -42,6 +42,8 @@ type R<K extends keyof A> = Promise<ResultOf<A[K]>>;
 /** Label on everything an agent creates, so a reaper can find leftovers of a crashed migration. */
 export const MIGRATION_LABEL = 'dev.ferry.migration-id';
 const CHECKPOINT_NAME = 'ferry';
+/** How long a killed, thawed task may take to close its files (it unmaps its memory first) before the release counts as failed. */
+const RELEASE_TIMEOUT_MS = 30_000;
 
 const since = (t0: number): number => Math.round((performance.now() - t0) * 10) / 10;
 
@@ -66,11 +68,12 @@ export class Agent {
   /** Source side of a pure post-copy: CRIU's lazy session, the only place the dumped pages still are. */
   private readonly postcopies = new Map<string, LazyDump>();
   /**
-   * Source side of a lazy final phase: CRIU's exit after CLOSE (runc tearing the killed task down, ~25 ms at
-   * 256 MiB and ~100 ms at 1 GiB), awaited while the images stream instead of inside the freeze before them.
-   * Resolves to the milliseconds it took; TransferPull, CommitSource and RollbackSource wait for it.
+   * Source side of a lazy dump whose tasks were killed: `free` when they closed their files and their
+   * connections were destroyed (their addresses free for the destination's restore: TransferPull answers only then), `exited`
+   * when CRIU and runc are done too (CommitSource and RollbackSource wait for that; null while a post-copy's
+   * session still serves). Both resolve to milliseconds since the kill.
    */
-  private readonly releases = new Map<string, Promise<number>>();
+  private readonly releases = new Map<string, { free: Promise<number>; exited: Promise<number> | null }>();
   /** Destination side: the authenticated connection pages are fetched over from the source. */
   private readonly remotes = new Map<string, { conn: Connection; token: string }>();
   /** Pod migrations whose replacement has come to claim them, and who waits for that. */
@@ -253,7 +256,7 @@ export class Agent {
       if (conn.peerName !== p.source.host) throw new FerryError('E_UNAUTHENTICATED', `${p.source.url} is ${conn.peerName}, not ${p.source.host}`);
       const sent = await conn.request(AgentApi.TransferPull, { migrationId: p.migrationId, token: p.token }, { signal: c.signal, onChunk: (ch) => receiver.accept(ch) });
       receiver.verify(sent.entries);
-      if (sent.criuExitMs !== undefined) source.sourceCriuExit = sent.criuExitMs;
+      if (sent.releaseMs !== undefined) source.sourceRelease = sent.releaseMs;
       if (sent.releaseWaitMs !== undefined) source.sourceReleaseWait = sent.releaseWaitMs;
     } finally {
       await receiver.dispose();
@@ -664,11 +667,11 @@ export class Agent {
       await c.sendChunk(e, q, d, last);
       this.metrics.bytes.inc({ direction: 'out' }, d.length);
     }, c.signal);
-    // The destination restores as soon as this returns: CRIU must have let go of the task's sockets by then.
+    // The destination restores as soon as this returns: the killed task's addresses must be free by then.
     const release = this.releases.get(p.migrationId);
     const tw = performance.now();
-    const criuExitMs = release ? await release : undefined;
-    return { entries, ...(release ? { criuExitMs, releaseWaitMs: since(tw) } : {}) };
+    const releaseMs = release ? await release.free : undefined;
+    return { entries, ...(release ? { releaseMs, releaseWaitMs: since(tw) } : {}) };
   }
 
   /**
@@ -708,6 +711,8 @@ export class Agent {
     const frozenAt = performance.now();
     await freeze(freezer, signal);
     let lazy: LazyDump | null = null;
+    let procs: number[] = [];
+    let conns: TcpTuple[] = [];
     try {
       // No clean set means nothing the destination holds is trusted: every lazy page goes in the delta.
       const frozen: FrozenPages = new Map();
@@ -748,24 +753,23 @@ export class Agent {
       // End CRIU's session now, not at commit: until CRIU exits it holds the task's TCP sockets, and a
       // restore that reuses their addresses (one host, or a moved IP) fails with EADDRNOTAVAIL. From here a
       // rollback restores from the mirror plus the delta.
-      // Every image is final once CRIU serves (probed: nothing in the images dir changes after CLOSE), so they
-      // can stream while CRIU exits; the destination restores only after TransferPull saw the exit.
-      const tc = performance.now();
-      const finished = lazy.finish();
-      const release = finished.then(() => since(tc)).finally(() => writeFile(freezer, 'THAWED').catch(() => undefined));
-      release.catch((e: unknown) => this.log.warn({ migrationId: mid, err: (e as Error).message }, 'CRIU did not end its lazy session cleanly'));
-      this.releases.set(mid, release);
+      procs = await cgroupProcs(freezer);
+      conns = await tcpTuplesOf(procs);
     } catch (e) {
       if (lazy && !lazy.ended) {
         // CRIU dies, the task detaches and resumes at the thaw below, as it was.
         await lazy.abort();
         await dropNetworkLock(imagesDir);
       }
-      // After an abort the tasks resume; after a failed CLOSE they hold a pending SIGKILL and die.
       await writeFile(freezer, 'THAWED').catch(() => undefined);
       throw e;
     }
-    // From here the thaw comes after CRIU's exit (the dumped tasks hold a pending SIGKILL and die on it).
+    // The end of the live task: from here a rollback restores from the mirror plus the delta. It is killed
+    // while CRIU's session still pins its pages (so its exit unmaps 1 GiB in ~10 ms instead of freeing it in
+    // ~90 ms, which CLOSE first cost: the sockets close only after the memory), and every image is final
+    // once CRIU serves (probed: nothing in the images dir changes after CLOSE), so the images stream while
+    // the task dies; the destination restores only once TransferPull saw its addresses free. CLOSE follows.
+    this.releaseKilled(mid, procs, conns, freezer, lazy);
     return { frozenAt };
   }
 
@@ -865,10 +869,34 @@ export class Agent {
     return done;
   }
 
-  /** A lazy final phase's CRIU exit, success or not: what comes after needs the task and CRIU gone. */
+  /** A lazy dump's release, success or not: what comes after needs the task (and CRIU, once it ends) gone. */
   private async awaitRelease(mid: string): Promise<void> {
-    await this.releases.get(mid)?.catch(() => undefined);
+    const r = this.releases.get(mid);
+    await r?.free.catch(() => undefined);
+    await r?.exited?.catch(() => undefined);
     this.releases.delete(mid);
+  }
+
+  /**
+   * Kills a lazy dump's frozen tasks and frees what they held for the destination. A killed task's connection
+   * does not vanish: it closes with a FIN that CRIU's network lock drops, and lingers (FIN_WAIT) holding its
+   * 4-tuple, which the destination's restore needs (EADDRNOTAVAIL); it is destroyed (SOCK_DESTROY), and its
+   * RST is dropped by the same lock, so the peer notices nothing. With `lazy` (a lazy final phase) CRIU's
+   * session ends after that; a post-copy's goes on serving until its commit or rollback.
+   */
+  private releaseKilled(mid: string, procs: readonly number[], conns: readonly TcpTuple[], freezer: string, lazy: LazyDump | null): void {
+    const t0 = performance.now();
+    for (const pid of procs) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
+    // Frozen tasks die only once thawed.
+    const free = writeFile(freezer, 'THAWED').then(async () => {
+      await waitFilesClosed(procs, RELEASE_TIMEOUT_MS);
+      for (const t of conns) await run('ss', ['-K', '-t', 'src', t.local, 'dst', t.remote], { allowFailure: true });
+      return since(t0);
+    });
+    const exited = lazy ? free.catch(() => undefined).then(() => lazy.finish()).then(() => since(t0)) : null;
+    free.catch((e: unknown) => this.log.warn({ migrationId: mid, err: (e as Error).message }, 'the dumped tasks did not die'));
+    exited?.catch((e: unknown) => this.log.warn({ migrationId: mid, err: (e as Error).message }, 'CRIU did not end its lazy session cleanly'));
+    this.releases.set(mid, { free, exited });
   }
 
   // ---- pure post-copy ----------------------------------------------------------------------------
@@ -900,7 +928,7 @@ export class Agent {
       timings.dump = since(td);
       if (this.cfg.faults.includes('postcopy-dump-fail')) throw new FerryError('E_FAULT_INJECTED', 'post-copy dump failed by fault injection');
       await writeFile(join(imagesDir, POSTCOPY_MARK), '', { mode: 0o600 });
-      procs = (await readFile(join(dirname(freezer), 'cgroup.procs'), 'utf8')).split('\n').filter(Boolean).map(Number);
+      procs = await cgroupProcs(freezer);
       conns = await tcpTuplesOf(procs);
     } catch (e) {
       if (lazy && !lazy.ended) {
@@ -912,12 +940,7 @@ export class Agent {
     }
     // From here the pages exist only in CRIU's session: a rollback restores from it, a lost session is a lost workload.
     this.postcopies.set(mid, lazy);
-    for (const pid of procs) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-    await writeFile(freezer, 'THAWED');
-    // A killed task's connection does not vanish: it closes with a FIN that CRIU's network lock drops, and
-    // lingers (FIN_WAIT) holding its 4-tuple, which the destination's restore needs (EADDRNOTAVAIL).
-    // Destroy it (SOCK_DESTROY); its RST is dropped by the same lock, so the peer notices nothing.
-    for (const t of conns) await run('ss', ['-K', '-t', 'src', t.local, 'dst', t.remote], { allowFailure: true, signal });
+    this.releaseKilled(mid, procs, conns, freezer, null);
     timings.connections = conns.length;
     timings.killed = procs.length;
     return { frozenAt };

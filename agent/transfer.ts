@@ -1,6 +1,7 @@
 // Moving a checkpoint between agents: files and tar streams cut into checksummed chunks, and their sinks.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readSync, writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CHUNK_BYTES, CHUNK_HEADER_BYTES, FerryError, type ChunkFrame, type ManifestEntry } from '../src/protocol/index.js';
@@ -25,7 +26,7 @@ export async function sendEntries(entries: ManifestEntry[], src: EntrySources, s
   for (const [i, e] of entries.entries()) {
     signal.throwIfAborted();
     const pieces = e.kind === 'image-file'
-      ? fileChunks(join(src.imagesDir, e.name), signal)
+      ? (e.size < CHUNK_BYTES ? smallFile(join(src.imagesDir, e.name), e.size) : fileChunks(join(src.imagesDir, e.name), signal))
       : tarChunks(e.kind === 'rootfs-diff' ? src.upperDir : await src.volumeDir(e.name), signal);
     let bytes = 0;
     let seq = 0;
@@ -70,6 +71,24 @@ async function* fileChunks(path: string, signal: AbortSignal): AsyncGenerator<Bu
     await next.catch(() => undefined);
     await fh.close();
   }
+}
+
+/**
+ * A CRIU image directory is ~50 small files on tmpfs. Read through the thread pool, each one cost an open,
+ * a read and a close of event-loop round trips, ~1 ms apiece with both agents on 2 cores: most of the
+ * transfer inside the freeze. Read synchronously, one fits in a single chunk in ~20 µs. A file that is not
+ * `size` bytes any more shows up in the receiver's byte check.
+ */
+async function* smallFile(path: string, size: number): AsyncGenerator<Buffer> {
+  const buf = Buffer.allocUnsafe(CHUNK_HEADER_BYTES + size);
+  const fd = openSync(path, 'r');
+  let n = 0;
+  try {
+    for (let r; n < size && (r = readSync(fd, buf, CHUNK_HEADER_BYTES + n, size - n, n)) > 0;) n += r;
+  } finally {
+    closeSync(fd);
+  }
+  if (n > 0) yield buf.subarray(0, CHUNK_HEADER_BYTES + n);
 }
 
 /** A directory as a tar stream, cut into chunk buffers. */
@@ -135,6 +154,21 @@ export class EntryReceiver {
         throw new FerryError('E_INTEGRITY', `chunk for entry ${c.e} seq ${c.q} arrived out of order`);
       this.current = c.e;
       this.nextSeq = 0;
+      const e = this.entries[c.e]!;
+      if (e.kind === 'image-file' && c.q === 0 && c.f) {
+        // A whole image file in one chunk (most of them): one synchronous tmpfs write, see smallFile().
+        // 'wx': never overwrite, never follow a planted symlink.
+        writeFileSync(join(this.dst.imagesDir, e.name), c.d, { flag: 'wx', mode: 0o600 });
+        this.nextSeq = 1;
+        const r = this.received[c.e]!;
+        r.bytes += c.d.length;
+        r.chunks++;
+        r.done = true;
+        this.bytes += c.d.length;
+        this.onBytes(c.d.length);
+        this.kindMs[e.kind] = (this.kindMs[e.kind] ?? 0) + Math.round((performance.now() - this.entryStart) * 10) / 10;
+        return;
+      }
       await this.openEntry(c.e);
     }
     if (c.q !== this.nextSeq) throw new FerryError('E_INTEGRITY', `entry ${c.e}: expected chunk ${this.nextSeq}, got ${c.q}`);

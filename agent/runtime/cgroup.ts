@@ -64,3 +64,9 @@ export class CpuThrottle {
     if (path !== null) await writeFile(`/sys/fs/cgroup/cpu${path}/cpu.cfs_quota_us`, String(quotaUs));
   }
 }
+
+/** Host pids of every process in the cgroup whose freezer.state file this is. */
+export async function cgroupProcs(freezerState: string): Promise<number[]> {
+  const text = await readFile(`${freezerState.slice(0, freezerState.lastIndexOf('/'))}/cgroup.procs`, 'utf8');
+  return text.split('\n').filter(Boolean).map(Number);
+}

@@ -248,8 +248,8 @@ export const TransferPull = method(
   z.object({ migrationId, token: z.string().max(128) }),
   z.object({
     entries: z.array(z.object({ bytes: z.number().int().min(0), chunks: z.number().int().min(0) })).max(100_000),
-    /** A lazy final phase: how long CRIU took to exit after CLOSE, and how much of it the stream did not hide. */
-    criuExitMs: z.number().min(0).optional(),
+    /** A lazy dump: how long its killed tasks took to free their addresses, and how much of it the stream did not hide. */
+    releaseMs: z.number().min(0).optional(),
     releaseWaitMs: z.number().min(0).optional(),
   }),
 );
