@@ -282,12 +282,14 @@ export class MigrationRunner {
     const c = chooseMode({
       rssBytes: this.located.rssBytes, dirtyPagesPerSec, linkBytesPerSec,
       maxDowntimeMs: this.req.maxDowntimeMs ?? 100, deadlineMs: this.req.timeoutMs, uffd,
+      postcopy: !!this.dest.caps?.uffd && !this.located.pod,
     });
     this.mode = c.mode;
     this.modeChoice = {
       requested: 'auto', reason: c.reason, explain: c.explain, dirtyPagesPerSec: dirtyPagesPerSec === null ? null : Math.round(dirtyPagesPerSec),
       linkBytesPerSec: Math.round(linkBytesPerSec), predictedStopCopyFreezeMs: c.predictedStopCopyFreezeMs,
       predictedPrecopyFreezeMs: c.predictedPrecopyFreezeMs, predictedPrecopyTotalMs: c.predictedPrecopyTotalMs,
+      predictedPostcopyFreezeMs: c.predictedPostcopyFreezeMs,
     };
     this.deps.log.info({ migrationId: this.id, mode: c.mode, reason: c.reason, dirtyPagesPerSec, linkBytesPerSec }, 'auto mode chose');
     return `auto: ${c.mode} (${c.reason}): ${c.explain}`;

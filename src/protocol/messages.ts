@@ -326,6 +326,7 @@ export const ModeChoiceReport = z.object({
   predictedStopCopyFreezeMs: z.number(),
   predictedPrecopyFreezeMs: z.number().nullable(),
   predictedPrecopyTotalMs: z.number().nullable(),
+  predictedPostcopyFreezeMs: z.number().nullable().optional(),
 });
 export type ModeChoiceReport = z.infer<typeof ModeChoiceReport>;
 

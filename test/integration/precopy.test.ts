@@ -269,6 +269,19 @@ describe('--mode auto: measures the write rate, then picks', () => {
     await expectOnlyOn(NAME, B);
     await expectNoResidue();
   });
+
+  it('a large quiet container goes by post-copy, and arrives exact', async () => {
+    // 640 MiB written once, then idle: post-copy's freeze does not grow with memory, pre-copy's does.
+    await startRandomHog(NAME, PORT, 640, 0);
+    const r = await migrate(NAME, B, { mode: 'auto' });
+    expect(r, JSON.stringify(r)).toMatchObject({ result: 'succeeded', strategy: 'postcopy', modeChoice: { requested: 'auto', reason: 'quiet-postcopy' } });
+    expect(r.modeChoice!.predictedPostcopyFreezeMs!).toBeLessThan(r.modeChoice!.predictedPrecopyFreezeMs!);
+    expect(r.rounds).toBeUndefined();
+    expect(r.phases['cleanup.lazyFill'], 'the memory followed after the freeze').toBeGreaterThan(0);
+    expect(await lineCommand(PORT, 'verify')).toBe('ok 163840');
+    await expectOnlyOn(NAME, B);
+    await expectNoResidue();
+  });
 });
 
 describe('pre-copy: Redis under a live client on one TCP connection', () => {
