@@ -177,8 +177,11 @@ export class MigrationRunner {
     const { errors: cleanupErrors, lost } = await this.cleanup();
     this.phases.cleanup = ms(tc);
     this.deps.progress({ migrationId: this.id, phase: 'cleanup', state: cleanupErrors.length ? 'failed' : 'done' });
-    this.to('done');
-    const pending = cleanupErrors.length ? [...checks, ...cleanupErrors.map((c) => `cleanup pending: ${c}`)] : checks;
+    // What is left (a source copy on a host that was down, say) stays journaled as `cleaning`: recovery
+    // finishes it when that host's agent connects again (every cleanup call is idempotent).
+    if (!cleanupErrors.length) this.to('done');
+    else this.deps.log.warn({ migrationId: this.id, pending: cleanupErrors }, 'cleanup incomplete; recovery finishes it when the hosts are back');
+    const pending = cleanupErrors.length ? [...checks, ...cleanupErrors.map((c) => `cleanup pending (finished when the host is back): ${c}`)] : checks;
     const r = lost
       ? this.report('lost', t0, downtime, { code: 'E_LOST', message: `${this.located.name} was lost after it ran on ${this.dest.name}: ${lost}` }, pending)
       : this.report('succeeded', t0, downtime, null, pending);

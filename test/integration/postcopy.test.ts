@@ -1,9 +1,11 @@
 // Pure post-copy on the real stack: the destination runs before any page has arrived and fetches every page
 // from the source's CRIU session; the dumped tasks are killed at once, so their addresses are free.
 
+import { rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { MigrationReport } from '../../src/protocol/index.js';
-import { containersNamed, docker, expectNoResidue, expectOnlyOn, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startMemhog, startRandomHog, startRedis, waitFor } from './helpers.js';
+import { cluster, containersNamed, docker, expectNoResidue, expectOnlyOn, killAgent, lineCommand, migrate, RedisConn, removeEverywhere, restartAgent, startMemhog, startRandomHog, startRedis, waitFor } from './helpers.js';
 
 const [A, B] = ['t-a', 't-b'] as const;
 
@@ -83,6 +85,29 @@ describe('post-copy: failures', () => {
     expect((await docker(A).getContainer(NAME).inspect()).State.Pid).toBe(pid);
     expect(await lineCommand(PORT, 'verify')).toBe('ok 16384');
     await expectNoResidue();
+  });
+
+  it('the source agent killed while the destination still fetches: lost, runs nowhere, nothing left once it is back', async () => {
+    const release = (): string => join(cluster().hosts.find((h) => h.name === B)!.dataDir, 'lazy-serve-release');
+    await restartAgent(B, { FERRY_AGENT_FAULTS: 'lazy-serve-hold' });
+    try {
+      await startRandomHog(NAME, PORT, 64, 0);
+      const moved = migrate(NAME, B, { mode: 'postcopy' });
+      // Running on B with most of its memory still on A, behind B's held page server.
+      await waitFor(async () => (await containersNamed(B, NAME)).map((c) => c.State), (s) => s[0] === 'running', 60_000, 'the restored copy on B');
+      await killAgent(A);
+      writeFileSync(release(), '');
+      const r = await moved;
+      rmSync(release(), { force: true });
+      expect(r, JSON.stringify(r)).toMatchObject({ result: 'lost', strategy: 'postcopy', error: { code: 'E_LOST' } });
+      for (const h of [A, B]) expect((await containersNamed(h, NAME)).filter((c) => c.State === 'running'), h).toEqual([]);
+      // The source's copy could not be removed while its agent was down: recovery removes it once it is back.
+      await restartAgent(A);
+      await waitFor(() => containersNamed(A, NAME), (cs) => cs.length === 0, 60_000, 'the source copy to be removed by recovery');
+      await expectNoResidue();
+    } finally {
+      rmSync(release(), { force: true });
+    }
   });
 
   it('pages that stop coming after the destination ran: reported lost, and it runs nowhere', async () => {

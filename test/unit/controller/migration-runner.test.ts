@@ -103,6 +103,8 @@ describe('MigrationRunner', () => {
     expect(r.result).toBe('succeeded');
     expect(r.checks?.some((c) => c.startsWith('cleanup pending'))).toBe(true);
     expect(s.a.calls).not.toContain('migration/rollbackSource');
+    // Left open for recovery, which finishes the cleanup once the source's agent is back.
+    expect(s.journal.open().map((x) => x.phase)).toEqual(['cleaning']);
   });
 
   it.each([
