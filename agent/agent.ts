@@ -42,6 +42,9 @@ type R<K extends keyof A> = Promise<ResultOf<A[K]>>;
 /** Label on everything an agent creates, so a reaper can find leftovers of a crashed migration. */
 export const MIGRATION_LABEL = 'dev.ferry.migration-id';
 const CHECKPOINT_NAME = 'ferry';
+/** ferry-lazyd's background requests (see servePagesFrom): to this host's own page store, and to the source. */
+const LOCAL_FILL = { depth: 2, batchKiB: 256 };
+const REMOTE_FILL = { depth: 6, batchKiB: 1024 };
 /** How long a killed, thawed task may take to close its files (it unmaps its memory first) before the release counts as failed. */
 const RELEASE_TIMEOUT_MS = 30_000;
 
@@ -304,7 +307,7 @@ export class Agent {
       // background requests are fetched from there over the agents' connection.
       const tl = performance.now();
       this.pageServers.get(p.migrationId)?.close();
-      this.pageServers.set(p.migrationId, await this.servePagesFrom(p.migrationId, st.containerId, imagesDir, this.remoteSource(p.migrationId, remote.conn, remote.token)));
+      this.pageServers.set(p.migrationId, await this.servePagesFrom(p.migrationId, st.containerId, imagesDir, this.remoteSource(p.migrationId, remote.conn, remote.token), REMOTE_FILL));
       timings.pageServer = since(tl);
     } else if (await hasLazyDelta(imagesDir)) {
       // A lazy final phase: no pages file holds the memory; this agent serves it (store + delta).
@@ -328,15 +331,22 @@ export class Agent {
    * imagesDir starts; ferry-runc reads the port from `ferry-lazy`.
    */
   private async servePages(mid: string, containerId: string, imagesDir: string, store: PageStore | null): Promise<LazyPageServer> {
-    return this.servePagesFrom(mid, containerId, imagesDir, await DeltaStoreSource.load(imagesDir, store));
+    return this.servePagesFrom(mid, containerId, imagesDir, await DeltaStoreSource.load(imagesDir, store), LOCAL_FILL);
   }
 
-  private async servePagesFrom(mid: string, containerId: string, imagesDir: string, from: PageSource): Promise<LazyPageServer> {
+  /**
+   * `fill`: how the lazy-pages daemon asks for the rest between faults. Answers come strictly in order, so
+   * a fault waits behind every background request in flight: from this host's page store few small ones
+   * keep faults quick (1 GiB under a 10 MB/s writer: 2 × 256 KiB cut the restored task's pauses after the
+   * freeze from 0.3–0.9 s to 0.1–0.24 s, the fill from ~0.9 s to ~1.4 s); from the source (post-copy) each
+   * is a round trip, and more and larger ones keep the link busy.
+   */
+  private async servePagesFrom(mid: string, containerId: string, imagesDir: string, from: PageSource, fill: { depth: number; batchKiB: number }): Promise<LazyPageServer> {
     let source = from;
     if (this.faultArg('lazy-serve-hold') !== null) source = this.heldSource(source);
     const server = await LazyPageServer.listen(source, this.log);
     server.done.catch((e: unknown) => void this.killRestored(mid, containerId, e as Error));
-    await writeFile(join(imagesDir, 'ferry-lazy'), `127.0.0.1 ${server.port}\n`);
+    await writeFile(join(imagesDir, 'ferry-lazy'), `127.0.0.1 ${server.port} ${fill.depth} ${fill.batchKiB}\n`);
     return server;
   }
 

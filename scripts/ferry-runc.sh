@@ -110,17 +110,21 @@ if [ "$sub" = restore ]; then
   if [ -n "$img" ] && [ -n "$work" ] && [ -f "$img/ferry-lazy" ]; then
     mkdir -p "$work"
     rm -f "$work/lazy-pages.socket"
-    # `ferry-lazy` may name the agent's page server ("127.0.0.1 PORT"): then the pages come from it (pre-copy's
-    # page store plus the final delta), not from pages files that a lazy final dump never wrote.
-    read -r ps_addr ps_port < "$img/ferry-lazy" || true
+    # `ferry-lazy` may name the agent's page server ("127.0.0.1 PORT DEPTH BATCH_KIB"): then the pages come from
+    # it (pre-copy's page store plus the final delta, or the source for post-copy), not from pages files that a
+    # lazy dump never wrote; DEPTH and BATCH_KIB say how the daemon asks for the rest between faults.
+    read -r ps_addr ps_port ps_depth ps_batch < "$img/ferry-lazy" || true
     # Plain sh (no arrays): the agent writes an IP and a port number, nothing that word-splitting could break.
     ps_args=""
     [ -n "${ps_port:-}" ] && ps_args="--page-server --address $ps_addr --port $ps_port"
     daemon=$CRIU
     [ -x "$LAZYD" ] && [ ! -f "$img/ferry-criu-lazy" ] && daemon=$LAZYD
-    # Through a page server each request is a round trip (for post-copy, to the source host): keep more of
-    # them in flight than for local images.
-    [ -n "${ps_port:-}" ] && { FERRY_LAZYD_DEPTH=${FERRY_LAZYD_DEPTH:-6}; export FERRY_LAZYD_DEPTH; }
+    # Through a page server each request is a round trip; the agent says how many to keep in flight, and how big
+    # (a fault waits behind them: answers come in order).
+    if [ -n "${ps_port:-}" ]; then
+      FERRY_LAZYD_DEPTH=${ps_depth:-6} FERRY_LAZYD_BATCH_KIB=${ps_batch:-1024}
+      export FERRY_LAZYD_DEPTH FERRY_LAZYD_BATCH_KIB
+    fi
     # shellcheck disable=SC2086
     setsid "$daemon" lazy-pages $ps_args --images-dir "$img" --work-dir "$work" -o "$img/lazy-pages.log" -v2 </dev/null >/dev/null 2>&1 &
     echo $! > "$img/lazy.pid"

@@ -28,10 +28,13 @@ describe('DeltaStoreSource', () => {
     return DeltaStoreSource.load(dir, store);
   }
 
-  it('serves a stale store page never: the delta overrides and bounds what the store may answer', async () => {
+  it('serves a stale store page never: the delta overrides the store, and one answer spans both', async () => {
     const s = await setup();
-    expect(tags((await s.read(1, 0x10000, 8))!)).toEqual([100, 101]);
-    expect(tags((await s.read(1, 0x12000, 8))!)).toEqual([900, 901]);
+    // Store, delta, store again: one answer, so the lazy-pages daemon never has to ask for the rest.
+    expect(tags((await s.read(1, 0x10000, 8))!)).toEqual([100, 101, 900, 901, 104, 105, 106, 107]);
+    expect(tags((await s.read(1, 0x10000, 3))!)).toEqual([100, 101, 900]);
+    // It stops where nothing is held (0x18000): short, never padded.
+    expect(tags((await s.read(1, 0x12000, 8))!)).toEqual([900, 901, 104, 105, 106, 107]);
     expect(tags((await s.read(1, 0x13000, 1))!)).toEqual([901]);
     expect(tags((await s.read(1, 0x14000, 8))!)).toEqual([104, 105, 106, 107]);
     expect(tags((await s.read(1, 0x30000, 4))!)).toEqual([950]);
