@@ -760,9 +760,8 @@ export class Agent {
       timings.deltaFetch = since(tx);
       timings.deltaPages = shipped + fromScan;
       timings.deltaFromScan = fromScan;
-      // End CRIU's session now, not at commit: until CRIU exits it holds the task's TCP sockets, and a
-      // restore that reuses their addresses (one host, or a moved IP) fails with EADDRNOTAVAIL. From here a
-      // rollback restores from the mirror plus the delta.
+      // CRIU's session ends now, not at commit: until the task's sockets are gone, a restore that reuses
+      // their addresses (one host, or a moved IP) fails with EADDRNOTAVAIL. Who holds which, read while frozen:
       procs = await cgroupProcs(freezer);
       conns = await tcpTuplesOf(procs);
     } catch (e) {
