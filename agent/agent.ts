@@ -673,8 +673,8 @@ export class Agent {
         if (name !== POD_SHM_VOLUME || !st.shmDir) throw new FerryError('E_PRECONDITION', `pod ${p.migrationId} has no volume ${name}`);
         return st.shmDir;
       },
-    }, async (e, q, d, last) => {
-      await c.sendChunk(e, q, d, last);
+    }, async (e, q, d, last, written) => {
+      await c.sendChunk(e, q, d, last, written);
       this.metrics.bytes.inc({ direction: 'out' }, d.length);
     }, c.signal);
     // The destination restores as soon as this returns: the killed task's addresses must be free by then.

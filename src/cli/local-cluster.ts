@@ -97,6 +97,7 @@ export class LocalCluster {
         FERRY_AGENT_LISTEN: h.listen,
         FERRY_AGENT_DATA_DIR: h.dataDir,
         FERRY_AGENT_SECRET: cfg.secret,
+        GLIBC_TUNABLES: agentMallocTunables(process.env.GLIBC_TUNABLES),
         ...env,
       });
     }
@@ -190,3 +191,15 @@ export class LocalCluster {
 export const defaultLocalCluster = (file: string): LocalCluster =>
   new LocalCluster({ file, hosts: ['host-a', 'host-b'], basePort: 7700, stateDir: resolve(dirname(file), 'state') });
 
+/**
+ * glibc settings for an agent. Every 1 MiB chunk buffer is above malloc's mmap threshold, so by default
+ * each one is a fresh mmap whose first touch faults in 256 pages and whose free unmaps them again; with
+ * the threshold at 32 MiB and trimming held off, freed chunks are reused from the heap. Measured on a
+ * 256 MiB image: the agent-to-agent stream 1.2-1.4 s -> 0.9-1.1 s. Settings the caller already has win.
+ */
+export function agentMallocTunables(existing: string | undefined): string {
+  const ours = ['glibc.malloc.mmap_threshold=33554432', 'glibc.malloc.trim_threshold=1073741824'];
+  const theirs = (existing ?? '').split(':').filter(Boolean);
+  const named = new Set(theirs.map((t) => t.split('=')[0]));
+  return [...theirs, ...ours.filter((t) => !named.has(t.split('=')[0]))].join(':');
+}

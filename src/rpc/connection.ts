@@ -18,9 +18,10 @@ export interface CallContext {
   readonly requestId: number;
   /**
    * Streams bulk data back to the caller as a chunk frame tied to this request. `buf` holds the data from
-   * offset CHUNK_HEADER_BYTES on; the header is written in place, so the data is never copied.
+   * offset CHUNK_HEADER_BYTES on; the header is written in place, so the data is never copied. `written`
+   * runs once the socket is done with `buf` (sent or failed), so the caller may reuse it.
    */
-  sendChunk(entry: number, seq: number, buf: Buffer, last: boolean): Promise<void>;
+  sendChunk(entry: number, seq: number, buf: Buffer, last: boolean, written?: () => void): Promise<void>;
 }
 export type Handler = (params: unknown, ctx: CallContext) => Promise<unknown>;
 export interface HandlerEntry { method: Method<any, any>; handler: Handler; roles: readonly PeerRole[] }
@@ -144,14 +145,17 @@ export class Connection extends EventEmitter {
     this.ws.send(encodeFrame(f), { binary: true }, cb);
   }
 
-  private async sendChunkFrame(s: number, e: number, q: number, buf: Buffer, last: boolean, signal: AbortSignal): Promise<void> {
-    if (buf.length - CHUNK_HEADER_BYTES > CHUNK_BYTES) throw new FerryError('E_INTERNAL', 'chunk larger than CHUNK_BYTES');
-    signal.throwIfAborted();
-    if (this.closedWith) throw this.closedWith;
+  private async sendChunkFrame(s: number, e: number, q: number, buf: Buffer, last: boolean, signal: AbortSignal, done: () => void = () => undefined): Promise<void> {
+    if (buf.length - CHUNK_HEADER_BYTES > CHUNK_BYTES) { done(); throw new FerryError('E_INTERNAL', 'chunk larger than CHUNK_BYTES'); }
+    if (signal.aborted || this.closedWith) { done(); signal.throwIfAborted(); throw this.closedWith; }
     writeChunkHeader(buf, s, e, q, last, checksum(buf.subarray(CHUNK_HEADER_BYTES)));
     const written = new Promise<void>((resolve, reject) => {
-      if (this.ws.readyState !== this.ws.OPEN) { reject(new FerryError('E_UNAVAILABLE', `peer ${this.peerName} went away`)); return; }
-      this.ws.send(buf, { binary: true }, (err) => (err ? reject(new FerryError('E_UNAVAILABLE', `peer ${this.peerName} went away`)) : resolve()));
+      if (this.ws.readyState !== this.ws.OPEN) { done(); reject(new FerryError('E_UNAVAILABLE', `peer ${this.peerName} went away`)); return; }
+      this.ws.send(buf, { binary: true }, (err) => {
+        done();
+        if (err) reject(new FerryError('E_UNAVAILABLE', `peer ${this.peerName} went away`));
+        else resolve();
+      });
     });
     // Only wait for the socket when it is backed up: bounded memory without a round trip per chunk.
     if (this.ws.bufferedAmount > SEND_HIGH_WATER) await written;
@@ -237,7 +241,7 @@ export class Connection extends EventEmitter {
       conn: this,
       signal,
       requestId: id,
-      sendChunk: (entryIdx, seq, buf, last) => this.sendChunkFrame(id, entryIdx, seq, buf, last, signal),
+      sendChunk: (entryIdx, seq, buf, last, written) => this.sendChunkFrame(id, entryIdx, seq, buf, last, signal, written),
     };
     try {
       const r = await entry.handler(parsed.data, ctx);

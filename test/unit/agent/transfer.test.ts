@@ -15,9 +15,10 @@ const tmp = (): string => { const d = mkdtempSync(join(tmpdir(), 'ferry-xfer-'))
 async function roundTrip(entries: ManifestEntry[], src: string, upper: string, dst: string, dstUpper: string, tamper?: (c: ChunkFrame) => void) {
   const rx = new EntryReceiver(entries, { imagesDir: dst, upperDir: dstUpper, volumeDir: async () => dstUpper }, new AbortController().signal);
   const frames: ChunkFrame[] = [];
-  const sent = await sendEntries(entries, { imagesDir: src, upperDir: upper, volumeDir: async () => upper }, async (e, q, buf, last) => {
+  const sent = await sendEntries(entries, { imagesDir: src, upperDir: upper, volumeDir: async () => upper }, async (e, q, buf, last, written) => {
     writeChunkHeader(buf, 1, e, q, last, checksum(buf.subarray(CHUNK_HEADER_BYTES)));
     const f = decodeFrame(Buffer.from(buf), MAX_FRAME_BYTES);
+    written();
     if (f.t !== 'chunk') throw new Error('not a chunk');
     expect(Buffer.from(f.h)).toEqual(checksum(f.d));
     frames.push(f);
@@ -55,6 +56,48 @@ describe('checkpoint transfer', () => {
     await roundTrip([{ kind: 'rootfs-diff' }], src, upper, dst, dstUpper);
     expect(readFileSync(join(dstUpper, 'a/b/file'), 'utf8')).toBe('hello');
     expect(readFileSync(join(dstUpper, 'big')).equals(readFileSync(join(upper, 'big')))).toBe(true);
+  });
+
+  it('reuses chunk buffers only after the socket is done with them', async () => {
+    const src = tmp();
+    const n = 45; // more chunks than the sender's pool holds
+    const data = randomBytes(n * CHUNK_BYTES + 3);
+    writeFileSync(join(src, 'pages.img'), data);
+    const inFlight: { buf: Buffer; copy: Buffer; written: () => void }[] = [];
+    const backing = new Set<ArrayBufferLike>();
+    const got: Buffer[] = [];
+    // A socket that is slow to write: each buffer is handed back a few chunks later, and must not have
+    // changed while it was queued.
+    const flush = (keep: number): void => {
+      while (inFlight.length > keep) {
+        const w = inFlight.shift()!;
+        expect(w.buf.equals(w.copy)).toBe(true);
+        got.push(w.copy.subarray(CHUNK_HEADER_BYTES));
+        w.written();
+      }
+    };
+    await sendEntries([{ kind: 'image-file', name: 'pages.img', size: data.length }], { imagesDir: src, upperDir: src, volumeDir: async () => src }, async (_e, _q, buf, _last, written) => {
+      backing.add(buf.buffer);
+      inFlight.push({ buf, copy: Buffer.from(buf), written });
+      await new Promise((r) => setImmediate(r));
+      flush(4);
+    }, new AbortController().signal);
+    flush(0);
+    expect(Buffer.concat(got).equals(data)).toBe(true);
+    expect(backing.size).toBeLessThan(n);
+  });
+
+  it('stops a sender that waits for a chunk buffer when aborted', async () => {
+    const src = tmp();
+    writeFileSync(join(src, 'pages.img'), randomBytes(30 * CHUNK_BYTES));
+    const ac = new AbortController();
+    let sends = 0;
+    // A socket that never finishes writing: the pool runs dry and the reader waits, until the abort.
+    const run = sendEntries([{ kind: 'image-file', name: 'pages.img', size: 30 * CHUNK_BYTES }], { imagesDir: src, upperDir: src, volumeDir: async () => src }, async () => {
+      if (++sends === 15) ac.abort(new Error('cancelled'));
+    }, ac.signal);
+    await expect(run).rejects.toThrow('cancelled');
+    expect(sends).toBeLessThan(30);
   });
 
   it('detects a lost chunk', async () => {
