@@ -31,6 +31,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define LAZY_SOCK_NAME "lazy-pages.socket"
@@ -1000,7 +1001,7 @@ static void finish(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: ferry-lazyd lazy-pages [--page-server --address A --port P] --images-dir D --work-dir W "
-			"[-o LOG] [-vN] [--status-fd FD]\n");
+			"[-o LOG] [-vN] [--status-fd FD] [--setsid]\n");
 	exit(2);
 }
 
@@ -1024,9 +1025,10 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{"page-server", 0, 0, 'S'}, {"address", 1, 0, 'a'}, {"port", 1, 0, 'p'}, {"images-dir", 1, 0, 'D'},
 		{"work-dir", 1, 0, 'W'},    {"log-file", 1, 0, 'o'}, {"status-fd", 1, 0, 's'}, {"verbosity", 2, 0, 'v'},
-		{"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+		{"setsid", 0, 0, 'L'},      {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
 	const char *imgs = NULL, *work = NULL, *logf = NULL;
 	int status_fd = -1, o;
+	bool own_session = false;
 	while ((o = getopt_long(argc, argv, "D:W:o:v::", opts, NULL)) != -1) {
 		switch (o) {
 		case 'S': g.page_server = true; break;
@@ -1036,6 +1038,7 @@ int main(int argc, char **argv)
 		case 'W': work = optarg; break;
 		case 'o': logf = optarg; break;
 		case 's': status_fd = atoi(optarg); break;
+		case 'L': own_session = true; break;
 		case 'v':
 			if (optarg)
 				lz_loglevel = *optarg == 'v' ? 4 : atoi(optarg);
@@ -1066,7 +1069,18 @@ int main(int argc, char **argv)
 		fprintf(stderr, "ferry-lazyd: images dir %s: %s\n", imgs, strerror(errno));
 		return 1;
 	}
-	/* Like CRIU: the socket and a relative log live in the work dir (which defaults to the images dir). */
+	/* The restored task depends on this process until the last page is in: a signal to the group of the runc
+	 * that started it must not reach it. (ferry-runc used to exec setsid(1) for this, inside the freeze.) */
+	if (own_session && setsid() < 0 && errno != EPERM) {
+		fprintf(stderr, "ferry-lazyd: setsid: %s\n", strerror(errno));
+		return 1;
+	}
+	/* Like CRIU: the socket and a relative log live in the work dir (which defaults to the images dir). Unlike
+	 * CRIU, the work dir is made here if missing, which saves the caller a mkdir(1) inside the freeze. */
+	if (work && mkdir(work, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "ferry-lazyd: work dir %s: %s\n", work, strerror(errno));
+		return 1;
+	}
 	if (chdir(work ? work : imgs) < 0) {
 		fprintf(stderr, "ferry-lazyd: work dir %s: %s\n", work ? work : imgs, strerror(errno));
 		return 1;
