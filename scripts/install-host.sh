@@ -97,6 +97,7 @@ fi
 KDAT=/run/criu.kdat
 KDAT_BOOT=/run/ferry-criu-kdat.boot
 LP=$CRIU_ROOT/root/usr/lib/x86_64-linux-gnu
+CRIU_TAR_DIR=/opt/ferry/libexec/criu-path
 criu_wrapper=$(cat <<WRAP
 #!/bin/sh
 # CRIU 4.2.x from Debian forky/sid on trixie libraries (installed by ferry install-host.sh)
@@ -107,6 +108,10 @@ if [ -f $KDAT_BOOT ]; then
   read -r kb < $KDAT_BOOT; read -r cb < /proc/sys/kernel/random/boot_id
   [ "\$kb" = "\$cb" ] || rm -f $KDAT $KDAT_BOOT
 fi
+# CRIU runs \`tar --gzip\` for every tmpfs in the container (three processes each, inside the freeze); the
+# ferry-criu-tar shim found first on PATH drops the gzip (native/criu-tar, installed by setup.sh).
+PATH=$CRIU_TAR_DIR:\$PATH
+export PATH
 exec $LP/ld-linux-x86-64.so.2 --library-path $LP $CRIU_ROOT/root/usr/sbin/criu "\$@"
 WRAP
 )

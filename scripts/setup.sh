@@ -57,6 +57,9 @@ sh native/dirtytrack/build.sh
 sh native/lazyd/build.sh
 cmp -s native/lazyd/build/ferry-lazyd /opt/ferry/bin/ferry-lazyd 2>/dev/null \
   || install -m 755 native/lazyd/build/ferry-lazyd /opt/ferry/bin/ferry-lazyd
+sh native/criu-tar/build.sh
+cmp -s native/criu-tar/build/tar /opt/ferry/libexec/criu-path/tar 2>/dev/null \
+  || install -D -m 755 native/criu-tar/build/tar /opt/ferry/libexec/criu-path/tar
 
 # Build only when something tsc reads is newer than the last successful build.
 STAMP=dist/.ferry-build-stamp

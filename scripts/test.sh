@@ -11,6 +11,8 @@ status=0
 bash native/dirtytrack/test/run.sh 2>&1 | tee .ferry/native.log || status=$?
 # So has the lazy-pages daemon: real CRIU dumps and lazy restores of memhog, compared with criu lazy-pages.
 bash native/lazyd/test/run.sh 2>&1 | tee .ferry/lazyd.log || status=$?
+# And the tar that CRIU's tmpfs dumps and restores go through (native/criu-tar): against GNU tar's own output.
+sh native/criu-tar/test/run.sh 2>&1 | tee .ferry/criu-tar.log || status=$?
 vstatus=0
 npx vitest run --reporter=default --reporter=json --outputFile.json=.ferry/vitest.json "$@" || vstatus=$?
 [ "$vstatus" = 0 ] || status=$vstatus
@@ -20,7 +22,7 @@ node -e '
   const r = JSON.parse(fs.readFileSync(".ferry/vitest.json", "utf8"));
   // A suite that fails in a hook fails no single test; count it, so the line never hides a failure.
   let passed = r.numPassedTests, failed = r.numFailedTests > 0 ? r.numFailedTests : r.numFailedTestSuites;
-  for (const log of [".ferry/native.log", ".ferry/lazyd.log"]) {
+  for (const log of [".ferry/native.log", ".ferry/lazyd.log", ".ferry/criu-tar.log"]) {
     const native = /^(\d+) passed, (\d+) failed$/m.exec(fs.readFileSync(log, "utf8"));
     if (native) { passed += Number(native[1]); failed += Number(native[2]); } else failed += 1;
   }
