@@ -98,6 +98,8 @@ KDAT=/run/criu.kdat
 KDAT_BOOT=/run/ferry-criu-kdat.boot
 LP=$CRIU_ROOT/root/usr/lib/x86_64-linux-gnu
 CRIU_TAR_DIR=/opt/ferry/libexec/criu-path
+CRIU_SWRK=/opt/ferry/libexec/ferry-criu-swrk
+CRIU_RPC_CACHE=/run/ferry/criu-rpc
 criu_wrapper=$(cat <<WRAP
 #!/bin/sh
 # CRIU 4.2.x from Debian forky/sid on trixie libraries (installed by ferry install-host.sh)
@@ -106,12 +108,17 @@ criu_wrapper=$(cat <<WRAP
 # in $KDAT_BOOT, and a cache from another boot (maybe another kernel) is removed before CRIU could trust it.
 if [ -f $KDAT_BOOT ]; then
   read -r kb < $KDAT_BOOT; read -r cb < /proc/sys/kernel/random/boot_id
-  [ "\$kb" = "\$cb" ] || rm -f $KDAT $KDAT_BOOT
+  [ "\$kb" = "\$cb" ] || rm -rf $KDAT $KDAT_BOOT $CRIU_RPC_CACHE
 fi
 # CRIU runs \`tar --gzip\` for every tmpfs in the container (three processes each, inside the freeze); the
 # ferry-criu-tar shim found first on PATH drops the gzip (native/criu-tar, installed by setup.sh).
 PATH=$CRIU_TAR_DIR:\$PATH
 export PATH
+# runc starts \`criu swrk\` just to ask for the version (and for a lazy dump, the features) before every
+# checkpoint and restore; ferry-criu-swrk answers those from CRIU's own earlier answers (native/criu-swrk).
+if [ "\${1:-}" = swrk ] && [ -x $CRIU_SWRK ]; then
+  exec $CRIU_SWRK --identity $CRIU_ROOT/root/usr/sbin/criu -- $LP/ld-linux-x86-64.so.2 --library-path $LP $CRIU_ROOT/root/usr/sbin/criu "\$@"
+fi
 exec $LP/ld-linux-x86-64.so.2 --library-path $LP $CRIU_ROOT/root/usr/sbin/criu "\$@"
 WRAP
 )

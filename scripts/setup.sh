@@ -60,6 +60,9 @@ cmp -s native/lazyd/build/ferry-lazyd /opt/ferry/bin/ferry-lazyd 2>/dev/null \
 sh native/criu-tar/build.sh
 cmp -s native/criu-tar/build/tar /opt/ferry/libexec/criu-path/tar 2>/dev/null \
   || install -D -m 755 native/criu-tar/build/tar /opt/ferry/libexec/criu-path/tar
+sh native/criu-swrk/build.sh
+cmp -s native/criu-swrk/build/ferry-criu-swrk /opt/ferry/libexec/ferry-criu-swrk 2>/dev/null \
+  || install -D -m 755 native/criu-swrk/build/ferry-criu-swrk /opt/ferry/libexec/ferry-criu-swrk
 
 # Build only when something tsc reads is newer than the last successful build.
 STAMP=dist/.ferry-build-stamp

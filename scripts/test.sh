@@ -13,6 +13,8 @@ bash native/dirtytrack/test/run.sh 2>&1 | tee .ferry/native.log || status=$?
 bash native/lazyd/test/run.sh 2>&1 | tee .ferry/lazyd.log || status=$?
 # And the tar that CRIU's tmpfs dumps and restores go through (native/criu-tar): against GNU tar's own output.
 sh native/criu-tar/test/run.sh 2>&1 | tee .ferry/criu-tar.log || status=$?
+# And the front that answers runc's CRIU version and feature questions from CRIU's earlier answers.
+sh native/criu-swrk/test/run.sh 2>&1 | tee .ferry/criu-swrk.log || status=$?
 vstatus=0
 npx vitest run --reporter=default --reporter=json --outputFile.json=.ferry/vitest.json "$@" || vstatus=$?
 [ "$vstatus" = 0 ] || status=$vstatus
@@ -22,7 +24,7 @@ node -e '
   const r = JSON.parse(fs.readFileSync(".ferry/vitest.json", "utf8"));
   // A suite that fails in a hook fails no single test; count it, so the line never hides a failure.
   let passed = r.numPassedTests, failed = r.numFailedTests > 0 ? r.numFailedTests : r.numFailedTestSuites;
-  for (const log of [".ferry/native.log", ".ferry/lazyd.log", ".ferry/criu-tar.log"]) {
+  for (const log of [".ferry/native.log", ".ferry/lazyd.log", ".ferry/criu-tar.log", ".ferry/criu-swrk.log"]) {
     const native = /^(\d+) passed, (\d+) failed$/m.exec(fs.readFileSync(log, "utf8"));
     if (native) { passed += Number(native[1]); failed += Number(native[2]); } else failed += 1;
   }
