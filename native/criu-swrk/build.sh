@@ -6,7 +6,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out="$here/build/ferry-criu-swrk"
 stamp="$here/build/.ferry-criu-swrk.cmd"
 cc=${CC:-gcc}
-flags="-std=gnu11 -O2 -Wall -Wextra -Werror -Wshadow -D_FORTIFY_SOURCE=2 -fstack-protector-strong ${CFLAGS_EXTRA:-}"
+flags="-std=gnu11 -O2 -static -Wall -Wextra -Werror -Wshadow -D_FORTIFY_SOURCE=2 -fstack-protector-strong ${CFLAGS_EXTRA:-}"
 cd "$here"
 cmd="$cc $flags"
 if [ -x "$out" ] && [ "${FORCE:-0}" != 1 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$cmd" ]; then
